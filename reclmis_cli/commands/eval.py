@@ -1,0 +1,13 @@
+"""`reclmis eval`."""
+
+from __future__ import annotations
+
+import typer
+
+from ..console import handle_errors, not_available
+
+
+@handle_errors
+def eval_(ctx: typer.Context) -> None:
+    """Not available yet."""
+    not_available("eval")

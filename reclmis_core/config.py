@@ -1,0 +1,354 @@
+"""One typed configuration for every stage: defaults in code < YAML file < CLI flags.
+
+``RunConfig`` nests one dataclass per stage. Every field carries a ``(type) meaning`` comment. Use
+:func:`build_config` to go from a preset name, an optional YAML file and ``key=value`` overrides to a
+validated object; :func:`config_to_dict` / :func:`config_from_dict` round-trip it through JSON/YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+# --------------------------------------------------------------------------------------------------
+# Stage configs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextConfig:
+    encoder: str = "clip"  # (str) clip | minilm | scratch | hf:<folder or hub id> | none (image-only)
+    weights: str | None = None  # (str) clip: local HF CLIP folder/.safetensors or a hub id; None = random (warned)
+    freeze: bool = True  # (bool) freeze the text encoder (the reference freezes CLIP; the paper does not say)
+    max_length: int = 0  # (int) tokens per note incl. special tokens; 0 = longest training note (capped by model)
+    width: int = 64  # (int) scratch encoder: hidden width
+    layers: int = 2  # (int) scratch encoder: transformer layers
+    heads: int = 4  # (int) scratch encoder: attention heads
+    vocab_size: int = 512  # (int) scratch encoder: BPE vocabulary learned from the training notes
+
+
+@dataclass
+class ModelConfig:
+    image_size: int = 224  # (int) square input side in pixels; multiple of 16
+    in_channels: int = 3  # (int) image channels fed to the network (grayscale is repeated)
+    base_channels: int = 64  # (int) U-Net width of the first stage; the bottleneck has 8x this
+    text: TextConfig = field(default_factory=TextConfig)  # (TextConfig) text tower
+    fusion: str = "bottleneck"  # (str) bottleneck (the paper: one CI at 1/16 scale)
+    # Conditioned interaction (CI, Sec. III-B)
+    ci_attention: str = "cross"  # (str) cross (paper) | self (Table V ablation: no cross-modal exchange)
+    ci_heads: int = 4  # (int) heads of each CI attention (the reference uses 4)
+    dropout: float = 0.1  # (float) dropout in CI and reconstruction attention
+    # Auxiliary branches and their conditions (Tables III, IV)
+    use_cvr: bool = True  # (bool) conditioned vision reconstruction (text -> masked image features)
+    use_clr: bool = True  # (bool) conditioned language reconstruction (image -> masked text features)
+    use_ccl: bool = True  # (bool) conditioned contrastive loss
+    cvr_condition: bool = True  # (bool) weight CVR attention/loss by W_woi / W_poi
+    clr_condition: bool = True  # (bool) weight CLR attention/loss by W_poi / W_woi
+    ccl_condition: bool = True  # (bool) weight CCL similarity by W_poi and W_woi (else plain means)
+    condition_mode: str = "reference"  # (str) reference: weight attention after softmax; literal: Eq. 7/9
+    recon_attention: str = "cross"  # (str) cross (paper) | self (Table V: masked query attends to itself)
+    recon_layers: int = 3  # (int) layers per decoder stack of each reconstructor (paper: 3; ref. QaTa: 4)
+    recon_heads: int = 4  # (int) heads in reconstruction attention
+    recon_ffn_ratio: int = 2  # (int) feed-forward width / model width in reconstruction layers
+    recon_causal: bool = False  # (bool) reference quirk: causal mask in reconstruction self-attention
+    recon_target: str = "paper"  # (str) paper: targets V and E; reference: targets V' and raw text features
+    mask_strategy: str = "dist"  # (str) dist (sample by W) | random | topk
+    image_mask_ratio: float = 0.5  # (float) share of patches masked for CVR (alpha_v)
+    text_mask_ratio: float = 0.3  # (float) share of valid tokens masked for CLR (alpha_t)
+    logit_scale_init: float = 4.6052  # (float) log(1/tau) of the CCL; CLIP's value ln(100)
+    learn_logit_scale: bool = False  # (bool) train the CCL temperature (the reference keeps CLIP's frozen)
+
+
+@dataclass
+class LossConfig:
+    clr: float = 1.0  # (float) lambda1, weight of L_V2T (language reconstruction)
+    cvr: float = 1.0  # (float) lambda2, weight of L_T2V (vision reconstruction)
+    ccl: float = 0.2  # (float) lambda3, weight of the conditioned contrastive loss
+    seg: float = 5.0  # (float) lambda4, weight of Dice + BCE
+    dice: float = 1.0  # (float) weight of Dice inside the segmentation term
+    bce: float = 1.0  # (float) weight of BCE inside the segmentation term
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None  # (str) prepared data folder holding manifest.csv
+    num_workers: int = 0  # (int) DataLoader worker processes
+    cache: bool = True  # (bool) keep decoded, resized arrays in memory after the first epoch
+    augment: bool = True  # (bool) training augmentations (blur, contrast, small rotations, honest flips)
+    hflip: bool = True  # (bool) left-right flip that also swaps left/right in the note
+    rotate_deg: float = 20.0  # (float) max absolute rotation in degrees (never multiples of 90)
+    mean: float = 0.0  # (float) intensity normalisation: (x/255 - mean) / std
+    std: float = 1.0  # (float) see mean
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200  # (int) passes over the training split
+    batch_size: int = 32  # (int) images per optimisation step per process
+    lr: float = 3e-4  # (float) peak learning rate (Adam)
+    weight_decay: float = 1e-5  # (float) Adam weight decay (the reference uses 1e-5)
+    scheduler: str = "cosine"  # (str) cosine | constant
+    warmup_epochs: int = 0  # (int) linear warm-up before the cosine decay
+    grad_accum: int = 1  # (int) gradient accumulation steps
+    mixed_precision: str = "no"  # (str) no | bf16 | fp16
+    seed: int = 3407  # (int) global seed (the reference's), offset by process rank
+    deterministic: bool = False  # (bool) deterministic kernels (tests, exact resume)
+    patience: int = 0  # (int) early stopping after this many epochs without better val Dice; 0 = off
+    on_nonfinite: str = "stop"  # (str) stop | skip: what a NaN/inf loss does (skips are counted and logged)
+    log_every: int = 10  # (int) steps between progress log lines when output is not a terminal
+    tensorboard: bool = False  # (bool) log to TensorBoard through Accelerate trackers
+
+
+@dataclass
+class InferConfig:
+    threshold: float = 0.5  # (float) probability above which a pixel is foreground
+    batch_size: int = 8  # (int) images per forward pass in predict/eval
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"  # (str) run name; RUN_DIR defaults to runs/<name>
+    preset: str = "paper"  # (str) preset this config started from
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The layer set that produced the paper's tables (the public reference code), paper hyper-parameters.
+    "paper": {},
+    # The same design at CPU-test size: 96 px, base 8, a small text transformer trained from scratch.
+    "tiny": {
+        "model": {
+            "image_size": 96,
+            "base_channels": 8,
+            "ci_heads": 4,
+            "recon_layers": 1,
+            "recon_heads": 4,
+            "text": {"encoder": "scratch", "freeze": False, "width": 64, "layers": 2, "heads": 4},
+        },
+        "train": {"epochs": 30, "batch_size": 16, "lr": 1e-3},
+    },
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+# --------------------------------------------------------------------------------------------------
+# dict <-> dataclass
+# --------------------------------------------------------------------------------------------------
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (JSON/YAML friendly)."""
+    return dataclasses.asdict(cfg)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(sorted(options))}."
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, with a clear error."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return _from_dict(tp, value, where + ".")
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be {getattr(tp, '__name__', tp)}, got {value!r}") from None
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in types_:
+            raise ConfigError(f"unknown config key '{where}{key}'." + _suggest(key, list(types_)))
+        kwargs[key] = _coerce(value, types_[key], f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from a (possibly partial) nested dict; unknown keys raise ConfigError."""
+    merged = _deep_merge(config_to_dict(RunConfig()), data)
+    cfg = _from_dict(RunConfig, merged)
+    validate_config(cfg)
+    return cfg
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["model.image_size=96", "train.lr=1e-3"]`` into a nested dict (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got '{pair}'")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def build_config(
+    preset: str | None = "paper",
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults < preset < YAML file < overrides, merged once and validated once.
+
+    A YAML file may name its own ``preset``; an explicit ``preset`` argument wins over it.
+    """
+    file_data = load_yaml(yaml_path) if yaml_path else {}
+    name = preset or file_data.get("preset") or "paper"
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'. Available: {', '.join(preset_names())}")
+    data = _deep_merge(PRESETS[name], file_data)
+    data = _deep_merge(data, overrides or {})
+    data["preset"] = name
+    return config_from_dict(data)
+
+
+def save_yaml(cfg: RunConfig, path: str | Path) -> None:
+    from .utils import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+
+_CHOICES = {
+    "model.fusion": ("bottleneck",),
+    "model.ci_attention": ("cross", "self"),
+    "model.recon_attention": ("cross", "self"),
+    "model.condition_mode": ("reference", "literal"),
+    "model.recon_target": ("paper", "reference"),
+    "model.mask_strategy": ("dist", "random", "topk"),
+    "train.scheduler": ("cosine", "constant"),
+    "train.mixed_precision": ("no", "bf16", "fp16"),
+    "train.on_nonfinite": ("stop", "skip"),
+}
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate_config(cfg: RunConfig) -> None:
+    """Check choices and cross-field consistency; raise ConfigError naming the field and the fix."""
+    for key, allowed in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
+    m = cfg.model
+    if m.image_size % 16 or m.image_size < 32:
+        raise ConfigError(
+            f"model.image_size must be a multiple of 16 and >= 32, got {m.image_size} "
+            f"(try {max(32, round(m.image_size / 16) * 16)})"
+        )
+    if m.in_channels not in (1, 3):
+        raise ConfigError(f"model.in_channels must be 1 or 3, got {m.in_channels}")
+    enc = m.text.encoder
+    if not (enc in ("clip", "minilm", "scratch", "none") or (enc.startswith("hf:") and len(enc) > 3)):
+        raise ConfigError(
+            f"model.text.encoder must be clip, minilm, scratch, hf:<folder or id> or none, got '{enc}'"
+        )
+    for name in ("image_mask_ratio", "text_mask_ratio"):
+        ratio = getattr(m, name)
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError(f"model.{name} must lie in [0, 1], got {ratio}")
+    if (8 * m.base_channels) % m.ci_heads or (8 * m.base_channels) % m.recon_heads:
+        raise ConfigError(
+            f"bottleneck width {8 * m.base_channels} must be divisible by model.ci_heads and model.recon_heads"
+        )
+    if m.recon_layers < 1:
+        raise ConfigError(f"model.recon_layers must be >= 1, got {m.recon_layers}")
+    if m.text.encoder == "scratch" and m.text.width % m.text.heads:
+        raise ConfigError("model.text.width must be divisible by model.text.heads")
+    t = cfg.train
+    if t.epochs < 1 or t.batch_size < 1 or t.grad_accum < 1:
+        raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if not 0.0 < cfg.infer.threshold < 1.0:
+        raise ConfigError(f"infer.threshold must lie in (0, 1), got {cfg.infer.threshold}")
