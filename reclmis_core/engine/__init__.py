@@ -1,0 +1,1 @@
+"""Training engine: objective (losses), trainer, checkpoints, evaluator."""

@@ -1,0 +1,154 @@
+"""Self-describing checkpoints: ``model.safetensors`` + ``config.json``; never a pickle.
+
+A checkpoint folder holds:
+- ``model.safetensors``: weights (frozen pretrained text weights are left out and reloaded from their
+  verified source, which ``config.json`` names);
+- ``config.json``: format version, model class, the full resolved ``RunConfig``, the text tower's extra state
+  (e.g. the BPE vocabulary of the scratch encoder) and free-form ``meta`` (epoch, metrics, ...);
+- optionally ``state/`` with the trainer's resume state (optimizer, scheduler, RNG), written by the trainer.
+
+Folders are written to a temporary sibling and renamed into place, so a crash never leaves a half checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..config import RunConfig, config_from_dict, config_to_dict
+from ..errors import CheckpointError, ReclmisError
+from ..models import RecLMIS, build_model
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_CLASS = "RecLMIS"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: dict[str, Any] | None = None) -> None:
+    """Write weights and config into an existing (temporary) folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.checkpoint_state_dict().items()}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "reclmis_format_version": str(FORMAT_VERSION)})
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "model_class": MODEL_CLASS,
+        "reclmis_version": __version__,
+        "max_length": model.max_length,
+        "excluded_weights": "text_encoder" if model.persistent_keys_excluded() else None,
+        "text_state": model.text_state(),
+        "config": config_to_dict(cfg),
+        "meta": meta or {},
+    }
+    (folder / CONFIG).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+
+
+def replace_folder(tmp: Path, dest: Path) -> None:
+    """Move ``tmp`` onto ``dest`` with the old copy removed only after the new one is in place."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(model: RecLMIS, cfg: RunConfig, dest: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Atomically write a checkpoint folder at ``dest``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        write_checkpoint_files(model, cfg, tmp, meta)
+        replace_folder(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """Read and check ``config.json`` of a checkpoint folder (no weights touched)."""
+    folder = Path(path)
+    if folder.is_file():
+        raise CheckpointError(
+            f"{folder} is a file; a reclmis checkpoint is a folder with {WEIGHTS} and {CONFIG}. "
+            "reclmis never loads pickled or TorchScript files (they can run code)"
+        )
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint not found: {folder}")
+    cfg_path = folder / CONFIG
+    if not cfg_path.is_file() or not (folder / WEIGHTS).is_file():
+        raise CheckpointError(f"{folder} is not a reclmis checkpoint: it needs {WEIGHTS} and {CONFIG}")
+    try:
+        doc = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("model_class") != MODEL_CLASS:
+        raise CheckpointError(f"{cfg_path} does not describe a {MODEL_CLASS} checkpoint")
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{folder} has checkpoint format {version!r}, newer than this reclmis supports ({FORMAT_VERSION}); "
+            "upgrade reclmis"
+        )
+    return doc
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[RecLMIS, RunConfig, dict[str, Any]]:
+    """Rebuild the model from a checkpoint folder and load its weights (safetensors only).
+
+    Returns:
+        ``(model in eval mode, run config, config.json document)``.
+    """
+    folder = Path(path)
+    doc = read_checkpoint_config(folder)
+    try:
+        cfg = config_from_dict(doc["config"])
+    except ReclmisError as exc:
+        raise CheckpointError(f"{folder}: its config does not fit this reclmis version: {exc}") from None
+    model = build_model(cfg.model, text_state=doc.get("text_state") or {})
+    try:
+        state = load_file(str(folder / WEIGHTS), device=map_location)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{folder / WEIGHTS} is not a readable safetensors file: {exc}") from None
+    _check_and_load(model, state, folder)
+    model.max_length = int(doc.get("max_length") or model.max_length)
+    return model.eval(), cfg, doc
+
+
+def _check_and_load(model: RecLMIS, state: dict[str, Any], folder: Path) -> None:
+    expected = {k: v for k, v in model.state_dict().items() if k not in set(model.persistent_keys_excluded())}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"{len(wrong)} tensors differ in shape (e.g. {wrong[0]})")
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise CheckpointError(
+            f"{folder / WEIGHTS} does not match the architecture in its config.json: " + "; ".join(parts)
+        )
+    model.load_state_dict(state, strict=False)

@@ -1,0 +1,99 @@
+"""The RecLMIS objective (Eq. 5-11): Dice + BCE, conditioned contrastive loss, weighted reconstruction MSE.
+
+Every function here is pure; ``RecLMISObjective`` returns the total ``loss`` plus each named part.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import LossConfig, ModelConfig
+from ..models.reclmis import RecLMISOutput
+
+
+def soft_dice_loss(probs: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
+    """1 - mean over images of (2 sum(p t) + eps) / (sum p + sum t + eps)."""
+    p = probs.flatten(1)
+    t = target.flatten(1)
+    dice = (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
+    return 1 - dice.mean()
+
+
+def weighted_token_mse(pred: Tensor, target: Tensor, weights: Tensor | None, valid: Tensor | None) -> Tensor:
+    """Eq. 8 / 10: per token the mean squared error over channels, averaged over tokens with weights w.
+
+    With ``weights`` (W_poi or W_woi, detached) the per-image term is ``sum_j w_j e_j / sum_j w_j`` over valid
+    tokens; Eq. 8's printed 1/N factor on top of softmax weights that already sum to one would shrink the loss
+    by N and is read as this normalisation. Without weights it is the plain mean over valid tokens.
+    """
+    err = (pred - target).pow(2).mean(dim=-1)  # (B, T)
+    if valid is None:
+        valid = torch.ones_like(err, dtype=torch.bool)
+    w = valid.to(err.dtype) if weights is None else weights.detach().to(err.dtype) * valid
+    per_image = (w * err).sum(1) / w.sum(1).clamp_min(1e-12)
+    return per_image.mean()
+
+
+def conditioned_similarity(
+    image_tokens: Tensor, text_tokens: Tensor, w_poi: Tensor, w_woi: Tensor, text_valid: Tensor
+) -> Tensor:
+    """Eq. 5 for every image i and note j of the batch: ``S[i, j]``.
+
+    a_nl = cos(v_n, e_l); S = 1/2 (sum_n w_poi[i, n] max_l a_nl + sum_l w_woi[j, l] max_n a_nl).
+    Padded tokens take part in neither max nor sum.
+    """
+    v = F.normalize(image_tokens, dim=-1)
+    e = F.normalize(text_tokens, dim=-1)
+    a = torch.einsum("ind,jld->ijnl", v, e)  # (B_img, B_txt, N, L)
+    a_tok = a.masked_fill(~text_valid[None, :, None, :], float("-inf"))
+    best_word = a_tok.amax(dim=-1)  # (Bi, Bt, N)
+    best_patch = a.amax(dim=-2)  # (Bi, Bt, L)
+    s_img = (best_word * w_poi[:, None, :]).sum(-1)
+    s_txt = (best_patch * (w_woi * text_valid)[None, :, :]).sum(-1)
+    return 0.5 * (s_img + s_txt)
+
+
+def conditioned_contrastive_loss(similarity: Tensor, logit_scale: Tensor) -> Tensor:
+    """Eq. 6 with the logits S / tau inside the exponent (as printed, tau would cancel), both directions."""
+    logits = similarity * logit_scale.exp()
+    labels = torch.arange(similarity.shape[0], device=similarity.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+class RecLMISObjective:
+    """Eq. 11: lambda1 L_V2T + lambda2 L_T2V + lambda3 L_CCL + lambda4 (L_Dice + L_BCE)."""
+
+    def __init__(self, loss_cfg: LossConfig, model_cfg: ModelConfig) -> None:
+        self.w = loss_cfg
+        self.m = model_cfg
+
+    def __call__(self, out: RecLMISOutput, masks: Tensor, logit_scale: Tensor | None = None) -> dict[str, Tensor]:
+        logits = out.logits.float()
+        dice = soft_dice_loss(torch.sigmoid(logits), masks)
+        bce = F.binary_cross_entropy_with_logits(logits, masks)
+        seg = self.w.dice * dice + self.w.bce * bce
+        parts: dict[str, Tensor] = {"dice": dice.detach(), "bce": bce.detach(), "seg": seg}
+        total = self.w.seg * seg
+        if out.recon_text is not None:
+            cond = out.w_woi if self.m.clr_condition else None
+            parts["clr"] = weighted_token_mse(out.recon_text.float(), out.target_text.float(), cond, out.text_valid)
+            total = total + self.w.clr * parts["clr"]
+        if out.recon_image is not None:
+            cond = out.w_poi if self.m.cvr_condition else None
+            parts["cvr"] = weighted_token_mse(out.recon_image.float(), out.target_image.float(), cond, None)
+            total = total + self.w.cvr * parts["cvr"]
+        if logit_scale is not None and out.w_poi is not None and out.image_tokens.shape[0] > 1:
+            if self.m.ccl_condition:
+                w_poi, w_woi = out.w_poi.float(), out.w_woi.float()
+            else:
+                w_poi = torch.full_like(out.w_poi, 1.0 / out.w_poi.shape[1]).float()
+                w_woi = out.text_valid.float() / out.text_valid.sum(1, keepdim=True)
+            sim = conditioned_similarity(
+                out.image_tokens.float(), out.text_tokens.float(), w_poi, w_woi, out.text_valid
+            )
+            parts["ccl"] = conditioned_contrastive_loss(sim, logit_scale.float())
+            total = total + self.w.ccl * parts["ccl"]
+        parts["loss"] = total
+        return parts

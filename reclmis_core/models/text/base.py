@@ -1,0 +1,93 @@
+"""The contract every text backend meets.
+
+A backend is a ``TextTower`` module mapping ``(input_ids, attention_mask)`` to per-token features
+``(B, L, dim)``, plus a ``NoteTokenizer`` turning notes into those ids. The rest of the model only sees
+token features and the mask, so backends swap freely and the ONNX text graph has exactly these inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenBatch:
+    input_ids: Tensor  # (B, L) int64
+    attention_mask: Tensor  # (B, L) int64, 1 = real token
+    truncated: list[int]  # per note: how many tokens were cut to fit max_length
+
+
+class NoteTokenizer:
+    """Base tokenizer: subclasses implement ``_encode_one`` and ``describe``."""
+
+    pad_id: int = 0
+    model_max_length: int = 512
+
+    def _encode_one(self, text: str) -> list[int]:
+        """Full token ids of one note including special tokens, before truncation."""
+        raise NotImplementedError
+
+    def _truncate(self, ids: list[int], max_length: int) -> list[int]:
+        """Keep the first tokens and the closing special token."""
+        return ids[: max_length - 1] + ids[-1:]
+
+    def token_strings(self, text: str, max_length: int) -> list[str]:
+        """Readable token strings aligned with the ids (for per-word weights in --explain)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """JSON description for export sidecars (kind, files/ids, special tokens)."""
+        raise NotImplementedError
+
+    def count(self, text: str) -> int:
+        return len(self._encode_one(text))
+
+    def __call__(self, texts: Sequence[str], max_length: int) -> TokenBatch:
+        """Tokenize notes, pad to the longest in the batch, cut at ``max_length`` (counted, never silent)."""
+        rows, cut = [], []
+        for text in texts:
+            ids = self._encode_one(text)
+            if len(ids) > max_length:
+                cut.append(len(ids) - max_length)
+                ids = self._truncate(ids, max_length)
+            else:
+                cut.append(0)
+            rows.append(ids)
+        n_cut = sum(1 for c in cut if c)
+        if n_cut:
+            log.warning(
+                "%d of %d notes were longer than %d tokens and were cut (max %d tokens lost); "
+                "raise model.text.max_length to keep them whole",
+                n_cut, len(texts), max_length, max(cut),
+            )
+        length = max(len(r) for r in rows) if rows else 1
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        return TokenBatch(ids, mask, cut)
+
+
+class TextTower(nn.Module):
+    """Per-token text features. Subclasses set ``dim``, ``tokenizer`` and ``max_positions``."""
+
+    dim: int
+    tokenizer: NoteTokenizer
+    max_positions: int
+    pretrained: bool = False  # weights came from a verified pretrained source (not saved in checkpoints)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:  # (B, L, dim)
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-serialisable state needed to rebuild the tower (e.g. a learned tokenizer)."""
+        return {}
