@@ -42,7 +42,11 @@ class ModelConfig:
     in_channels: int = 3  # (int) image channels fed to the network (grayscale is repeated)
     base_channels: int = 64  # (int) U-Net width of the first stage; the bottleneck has 8x this
     text: TextConfig = field(default_factory=TextConfig)  # (TextConfig) text tower
-    fusion: str = "bottleneck"  # (str) bottleneck (the paper: one CI at 1/16 scale)
+    image_encoder: str = "unet"  # (str) unet (the paper, with PLAM skips) | convnext-tiny (transformers)
+    encoder_weights: str | None = None  # (str) convnext-tiny: local HF folder or hub id; None = random (warned)
+    fusion: str = "bottleneck"  # (str) bottleneck (the paper: one CI at the coarsest scale) | multiscale
+    guide: str = "film"  # (str) multiscale: film (FiLM from the pooled note) | attention (pixels attend to words)
+    coords: bool = False  # (bool) add x/y coordinate channels (input and decoder) so spatial words bind to place
     # Conditioned interaction (CI, Sec. III-B)
     ci_attention: str = "cross"  # (str) cross (paper) | self (Table V ablation: no cross-modal exchange)
     ci_heads: int = 4  # (int) heads of each CI attention (the reference uses 4)
@@ -145,6 +149,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 30, "batch_size": 16, "lr": 1e-3},
     },
 }
+# Beyond the paper: the note also conditions every decoder stage, and coordinate channels let spatial words
+# (left/right, upper/middle/lower) bind to position. Same training recipe as the preset each one extends.
+_GUIDED = {"model": {"fusion": "multiscale", "guide": "film", "coords": True}}
+PRESETS["guided"] = _GUIDED
+PRESETS["guided-tiny"] = {"model": {**PRESETS["tiny"]["model"], **_GUIDED["model"]}, "train": PRESETS["tiny"]["train"]}
 
 
 def preset_names() -> list[str]:
@@ -296,7 +305,9 @@ def save_yaml(cfg: RunConfig, path: str | Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 _CHOICES = {
-    "model.fusion": ("bottleneck",),
+    "model.fusion": ("bottleneck", "multiscale"),
+    "model.guide": ("film", "attention"),
+    "model.image_encoder": ("unet", "convnext-tiny"),
     "model.ci_attention": ("cross", "self"),
     "model.recon_attention": ("cross", "self"),
     "model.condition_mode": ("reference", "literal"),
@@ -321,10 +332,11 @@ def validate_config(cfg: RunConfig) -> None:
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
     m = cfg.model
-    if m.image_size % 16 or m.image_size < 32:
+    step = 32 if m.image_encoder == "convnext-tiny" else 16
+    if m.image_size % step or m.image_size < 2 * step:
         raise ConfigError(
-            f"model.image_size must be a multiple of 16 and >= 32, got {m.image_size} "
-            f"(try {max(32, round(m.image_size / 16) * 16)})"
+            f"model.image_size must be a multiple of {step} and >= {2 * step} for the {m.image_encoder} encoder, "
+            f"got {m.image_size} (try {max(2 * step, round(m.image_size / step) * step)})"
         )
     if m.in_channels not in (1, 3):
         raise ConfigError(f"model.in_channels must be 1 or 3, got {m.in_channels}")
@@ -337,10 +349,11 @@ def validate_config(cfg: RunConfig) -> None:
         ratio = getattr(m, name)
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"model.{name} must lie in [0, 1], got {ratio}")
-    if (8 * m.base_channels) % m.ci_heads or (8 * m.base_channels) % m.recon_heads:
-        raise ConfigError(
-            f"bottleneck width {8 * m.base_channels} must be divisible by model.ci_heads and model.recon_heads"
-        )
+    width = 768 if m.image_encoder == "convnext-tiny" else 8 * m.base_channels
+    if width % m.ci_heads or width % m.recon_heads:
+        raise ConfigError(f"bottleneck width {width} must be divisible by model.ci_heads and model.recon_heads")
+    if m.fusion == "multiscale" and m.text.encoder == "none":
+        raise ConfigError("model.fusion=multiscale conditions the decoder on the note: it needs a text encoder")
     if m.recon_layers < 1:
         raise ConfigError(f"model.recon_layers must be >= 1, got {m.recon_layers}")
     if m.text.encoder == "scratch" and m.text.width % m.text.heads:

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from .interaction import ConditionedInteraction, InterestWeights
 from .reconstruction import ConditionedReconstructor, select_masked
 from .text import TextTower, TokenBatch, build_text_tower
-from .unet import UNetDecoder, UNetImageEncoder
+from .unet import UNetDecoder, UNetImageEncoder, coord_channels
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,17 @@ class RecLMISOutput:
     text_masked: Tensor | None = None  # (B, L) bool, positions zeroed for CLR
 
 
+def build_image_encoder(cfg: ModelConfig) -> nn.Module:
+    """The image encoder named by ``cfg.image_encoder``; it exposes ``out_channels`` and ``strides``."""
+    if cfg.image_encoder == "unet":
+        return UNetImageEncoder(cfg.in_channels + (2 if cfg.coords else 0), cfg.base_channels)
+    if cfg.image_encoder == "convnext-tiny":
+        from .convnext import ConvNextImageEncoder
+
+        return ConvNextImageEncoder(cfg.in_channels, cfg.encoder_weights)
+    raise ConfigError(f"unknown image encoder '{cfg.image_encoder}'. Available: unet, convnext-tiny")
+
+
 class SegmentationNet(nn.Module):
     """The inference path without the text tower: image + text features -> mask logits."""
 
@@ -52,18 +63,22 @@ class SegmentationNet(nn.Module):
         super().__init__()
         self.image_size = cfg.image_size
         self.in_channels = cfg.in_channels
-        self.encoder = UNetImageEncoder(cfg.in_channels, cfg.base_channels)
+        self.input_coords = cfg.coords and cfg.image_encoder == "unet"
+        self.encoder = build_image_encoder(cfg)
         dim = self.encoder.out_channels[-1]
         self.dim = dim
-        self.grid = cfg.image_size // 16
+        self.grid = cfg.image_size // self.encoder.strides[-1]
         if text_dim is not None:
             self.text_proj = nn.Conv1d(text_dim, dim, kernel_size=3, padding=1)
             self.interaction = ConditionedInteraction(dim, self.grid, cfg.ci_heads, cfg.dropout, cfg.ci_attention)
         else:
             self.text_proj = None
             self.interaction = None
-        self.decoder = UNetDecoder(self.encoder.out_channels)
+        guide = cfg.guide if (cfg.fusion == "multiscale" and text_dim is not None) else None
+        self.decoder = UNetDecoder(self.encoder.out_channels, self.encoder.strides, cfg.coords, guide, dim)
         self.head = nn.Conv2d(self.decoder.out_channels, 1, kernel_size=1)
+        stride = self.decoder.out_stride
+        self.upsample = nn.Upsample(scale_factor=stride, mode="bilinear", align_corners=False) if stride > 1 else None
 
     @property
     def uses_text(self) -> bool:
@@ -85,6 +100,8 @@ class SegmentationNet(nn.Module):
     def forward_features(
         self, image: Tensor, text_features: Tensor | None = None, text_mask: Tensor | None = None
     ) -> dict[str, Any]:
+        if self.input_coords:
+            image = torch.cat([image, coord_channels(image)], dim=1)
         feats = self.encoder(image)
         bottleneck = feats[-1]
         out: dict[str, Any] = {"skips": feats[:-1], "bottleneck": bottleneck}
@@ -97,9 +114,11 @@ class SegmentationNet(nn.Module):
         e = self.project_text(text_features, text_mask)
         e_new, v_new = self.interaction(bottleneck, e, ~valid)
         b, c, h, w = bottleneck.shape
+        weights = valid.unsqueeze(-1).to(e.dtype)
         out.update(
             text_tokens=e,
             text_valid=valid,
+            text_code=(e * weights).sum(1) / weights.sum(1).clamp_min(1.0),
             e_new=e_new,
             v_new=v_new,
             decoder_in=v_new.transpose(1, 2).reshape(b, c, h, w),
@@ -107,7 +126,13 @@ class SegmentationNet(nn.Module):
         return out
 
     def forward_head(self, feats: dict[str, Any]) -> Tensor:
-        return self.head(self.decoder(feats["decoder_in"], feats["skips"]))
+        valid = feats.get("text_valid")
+        x = self.decoder(
+            feats["decoder_in"], feats["skips"], feats.get("text_tokens"), feats.get("text_code"),
+            None if valid is None else ~valid,
+        )
+        logits = self.head(x)
+        return logits if self.upsample is None else self.upsample(logits)
 
     def forward(self, image: Tensor, text_features: Tensor | None = None, text_mask: Tensor | None = None) -> Tensor:
         return self.forward_head(self.forward_features(image, text_features, text_mask))

@@ -1,9 +1,16 @@
-"""U-Net image encoder/decoder with PLAM pixel-level attention on the skip connections (LViT, RecLMIS)."""
+"""U-Net image encoder/decoder with PLAM pixel-level attention on the skip connections (LViT, RecLMIS).
+
+The decoder sizes itself from any encoder's ``out_channels``/``strides`` (the U-Net's or ConvNeXt's) and can be
+conditioned on the note at every stage (``fusion=multiscale``, beyond the paper) with FiLM or a light
+pixel-to-word attention, optionally seeing x/y coordinate channels.
+"""
 
 from __future__ import annotations
 
-from torch import Tensor, nn
 import torch
+from torch import Tensor, nn
+
+from .layers import Attention
 
 
 class ConvBNReLU(nn.Sequential):
@@ -13,6 +20,14 @@ class ConvBNReLU(nn.Sequential):
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(ConvBNReLU(cin, cout), ConvBNReLU(cout, cout))
+
+
+def coord_channels(x: Tensor) -> Tensor:
+    """Two channels holding x and y in [-1, 1] (image right = patient's left, bottom = lower lung)."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+    xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+    return torch.cat([xs, ys], dim=1)
 
 
 class DownBlock(nn.Sequential):
@@ -43,16 +58,54 @@ class PixelLevelAttention(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Nearest upsample by 2, PLAM on the skip, concatenate, two Conv-BN-ReLU."""
+    """Nearest upsample, PLAM on the skip, concatenate (+ coordinates), two Conv-BN-ReLU."""
 
-    def __init__(self, cin: int, skip: int, cout: int) -> None:
+    def __init__(self, cin: int, skip: int, cout: int, scale: int = 2, coords: bool = False) -> None:
         super().__init__()
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.up = nn.Upsample(scale_factor=scale, mode="nearest")
         self.plam = PixelLevelAttention(skip)
-        self.convs = _double_conv(cin + skip, cout)
+        self.coords = coords
+        self.convs = _double_conv(cin + skip + (2 if coords else 0), cout)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        return self.convs(torch.cat([self.plam(skip), self.up(x)], dim=1))
+        parts = [self.plam(skip), self.up(x)]
+        if self.coords:
+            parts.append(coord_channels(skip))
+        return self.convs(torch.cat(parts, dim=1))
+
+
+class FiLM(nn.Module):
+    """Feature-wise affine modulation from a note code: x * (1 + gamma) + beta (starts as identity)."""
+
+    def __init__(self, text_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(text_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor, text: Tensor, text_code: Tensor, text_pad: Tensor) -> Tensor:
+        gamma, beta = self.proj(text_code).chunk(2, dim=-1)
+        return x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
+class WordGuide(nn.Module):
+    """Pixels (with their coordinates) attend to the note's words; the result is added back (zero-initialised)."""
+
+    def __init__(self, text_dim: int, channels: int, heads: int = 1) -> None:
+        super().__init__()
+        width = max(16, channels)
+        self.pix = nn.Conv2d(channels + 2, width, 1)
+        self.words = nn.Linear(text_dim, width)
+        self.attn = Attention(width, heads)
+        self.out = nn.Conv2d(width, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, text: Tensor, text_code: Tensor, text_pad: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        q = self.pix(torch.cat([x, coord_channels(x)], dim=1)).flatten(2).transpose(1, 2)
+        guided = self.attn(q, self.words(text), key_padding_mask=text_pad)
+        return x + self.out(guided.transpose(1, 2).reshape(b, -1, h, w))
 
 
 class UNetImageEncoder(nn.Module):
@@ -66,6 +119,7 @@ class UNetImageEncoder(nn.Module):
         self.down3 = DownBlock(4 * base, 8 * base)
         self.down4 = DownBlock(8 * base, 8 * base)
         self.out_channels = (base, 2 * base, 4 * base, 8 * base, 8 * base)
+        self.strides = (1, 2, 4, 8, 16)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x0 = self.inc(x)
@@ -77,20 +131,49 @@ class UNetImageEncoder(nn.Module):
 
 
 class UNetDecoder(nn.Module):
-    """Mirrors the encoder from its ``out_channels``; the bottleneck input may be the CI output."""
+    """Mirror of any encoder from its ``out_channels``/``strides``; the bottleneck input may be the CI output.
 
-    def __init__(self, encoder_channels: tuple[int, ...]) -> None:
+    Stage k takes the deeper features and skip k and outputs the channel count of skip k-1 (the paper's U-Net:
+    8b->4b->2b->b->b). If the shallowest skip is not at full resolution (ConvNeXt: 1/4), the head upsamples.
+    With ``guide`` set, every stage's output is conditioned on the note (beyond the paper).
+    """
+
+    def __init__(
+        self,
+        encoder_channels: tuple[int, ...],
+        encoder_strides: tuple[int, ...] = (1, 2, 4, 8, 16),
+        coords: bool = False,
+        guide: str | None = None,
+        text_dim: int = 0,
+    ) -> None:
         super().__init__()
-        c0, c1, c2, c3, c4 = encoder_channels
-        self.up4 = UpBlock(c4, c3, c2)
-        self.up3 = UpBlock(c2, c2, c1)
-        self.up2 = UpBlock(c1, c1, c0)
-        self.up1 = UpBlock(c0, c0, c0)
-        self.out_channels = c0
+        chans, strides = list(encoder_channels), list(encoder_strides)
+        blocks, guides = [], []
+        cin = chans[-1]
+        for j in range(len(chans) - 2, -1, -1):
+            cout = chans[j - 1] if j > 0 else chans[0]
+            blocks.append(UpBlock(cin, chans[j], cout, scale=strides[j + 1] // strides[j], coords=coords))
+            if guide == "film":
+                guides.append(FiLM(text_dim, cout))
+            elif guide == "attention":
+                guides.append(WordGuide(text_dim, cout))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.guides = nn.ModuleList(guides) if guides else None
+        self.out_channels = cin
+        self.out_stride = strides[0]
 
-    def forward(self, bottleneck: Tensor, skips: list[Tensor]) -> Tensor:
-        x0, x1, x2, x3 = skips
-        x = self.up4(bottleneck, x3)
-        x = self.up3(x, x2)
-        x = self.up2(x, x1)
-        return self.up1(x, x0)
+    def forward(
+        self,
+        bottleneck: Tensor,
+        skips: list[Tensor],
+        text: Tensor | None = None,
+        text_code: Tensor | None = None,
+        text_pad: Tensor | None = None,
+    ) -> Tensor:
+        x = bottleneck
+        for k, (block, skip) in enumerate(zip(self.blocks, reversed(skips))):
+            x = block(x, skip)
+            if self.guides is not None:
+                x = self.guides[k](x, text, text_code, text_pad)
+        return x

@@ -95,7 +95,7 @@ def test_reconstruction_gradients_reach_ci(tiny_cfg, notes):
         grad = module.q.weight.grad
         assert grad is not None and grad.abs().sum() > 0
     # the decoder is not on the reconstruction path
-    grad = model.seg.decoder.up1.convs[0][0].weight.grad
+    grad = model.seg.decoder.blocks[-1].convs[0][0].weight.grad
     assert grad is None or not torch.any(grad)
 
 
@@ -120,13 +120,18 @@ ABLATIONS = {
     "loss_weights": {"loss": {"clr": 0.5, "cvr": 2.0, "ccl": 1.0, "seg": 1.0}},
     "image_only": {"model": {"text": {"encoder": "none"}}},
     "grayscale_input": {"model": {"in_channels": 1}},
+    "multiscale_film": {"model": {"fusion": "multiscale", "guide": "film"}},
+    "multiscale_attention": {"model": {"fusion": "multiscale", "guide": "attention"}},
+    "coords": {"model": {"coords": True}},
+    "guided": {"model": {"fusion": "multiscale", "coords": True}},
+    "convnext_tiny": {"model": {"image_encoder": "convnext-tiny", "image_size": 64}},
 }
 
 
 @pytest.mark.parametrize("name", sorted(ABLATIONS))
 def test_every_ablation_builds_and_trains_a_step(name, notes):
     overrides = copy.deepcopy(ABLATIONS[name])
-    overrides.setdefault("model", {})["image_size"] = 32
+    overrides.setdefault("model", {}).setdefault("image_size", 32)
     cfg = build_config("tiny", overrides=overrides)
     model, parts = _step(cfg, notes)
     if name == "ci_only":
@@ -136,6 +141,17 @@ def test_every_ablation_builds_and_trains_a_step(name, notes):
         assert model.text_encoder is None and model.seg.interaction is None
     if name == "recon_self_attention":
         assert model.cvr.context is None
+    if name.startswith("multiscale"):
+        assert model.seg.decoder.guides is not None and len(model.seg.decoder.guides) == 4
+
+
+def test_guided_presets_extend_their_base():
+    from reclmis_core.config import build_config as bc
+
+    tiny, guided = bc("tiny"), bc("guided-tiny")
+    assert (guided.model.fusion, guided.model.coords) == ("multiscale", True)
+    assert guided.model.image_size == tiny.model.image_size and guided.train == tiny.train
+    assert bc("guided").model.image_size == 224 and bc("paper").model.fusion == "bottleneck"
 
 
 def test_bad_input_shape_is_explained(tiny_cfg, notes):
