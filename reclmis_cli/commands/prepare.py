@@ -1,13 +1,134 @@
-"""`reclmis prepare`."""
+"""`reclmis prepare`: a source folder (or --synthetic) -> a validated DATA_DIR with manifest.csv."""
 
 from __future__ import annotations
 
-import typer
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-from ..console import handle_errors, not_available
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reclmis_core.data.layouts import LAYOUTS
+from reclmis_core.data.prepare import PrepareError, PrepareOptions, PrepareReport, prepare_dataset
+from reclmis_core.data.synthetic import SyntheticConfig, write_synthetic
+from reclmis_core.errors import ConfigError
+from reclmis_core.utils import atomic_write_text
+
+from ..console import console, handle_errors, is_interactive, out
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on a terminal; plain log lines (every ~10 %) otherwise."""
+    if is_interactive():
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            tasks: dict[str, int] = {}
+
+            def update(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            yield update
+    else:
+        last: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            decile = done * 10 // max(total, 1)
+            if done == 0 or decile > last.get(stage, -1):
+                last[stage] = decile
+                log.info("%s: %d/%d", stage, done, total)
+
+        yield update
+
+
+def _summary_table(title: str, counts: dict[str, int], rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("split")
+    table.add_column("images", justify="right")
+    for split in ("train", "val", "test"):
+        table.add_row(split, str(counts.get(split, 0)))
+    table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
+    for key, value in rows:
+        table.add_row(f"[dim]{escape(key)}[/]", escape(value))
+    return table
+
+
+def _write_report(path: Path | None, report: PrepareReport) -> None:
+    if path is not None:
+        atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
 
 
 @handle_errors
-def prepare(ctx: typer.Context) -> None:
-    """Not available yet."""
-    not_available("prepare")
+def prepare(
+    src: Path | None = typer.Argument(None, help="Source folder (any layout); omit with --synthetic.",
+                                      show_default=False),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="DATA_DIR to create (manifest.csv, dataset.json, images)."),
+    layout: str = typer.Option("auto", "--layout", help=f"auto | {' | '.join(LAYOUTS)}."),
+    size: int = typer.Option(224, "--size", help="Output side in pixels (images are resized to SIZE x SIZE)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Drop rows with problems instead of failing."),
+    window: str | None = typer.Option(None, "--window",
+                                      help="CT window CENTER,WIDTH or lung|mediastinum|bone (default: lung)."),
+    keep_empty: bool = typer.Option(False, "--keep-empty/--drop-empty",
+                                    help="Volumes: keep slices without lesion (default: drop them)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty existing --out folder."),
+    workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all CPU cores)."),
+    report_path: Path | None = typer.Option(None, "--report",
+                                            help="Also write the full report (problems included) to this JSON."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="Generate phantom chest radiographs instead."),
+    synthetic_layout: str = typer.Option("prepared", "--synthetic-layout",
+                                         help="With --synthetic: prepared (a DATA_DIR) or qata (source folders)."),
+    n_train: int = typer.Option(200, "--n-train", help="With --synthetic: training images."),
+    n_val: int = typer.Option(50, "--n-val", help="With --synthetic: validation images."),
+    n_test: int = typer.Option(50, "--n-test", help="With --synthetic: test images (half in counterfactual pairs)."),
+    seed: int = typer.Option(0, "--seed", help="With --synthetic: random seed."),
+) -> None:
+    """Turn QaTa-COV19, MosMedData+, Ariadne, plain folders, NIfTI or DICOM data into one validated DATA_DIR.
+
+    Writes DATA_DIR/manifest.csv (id, split, image, mask, note, height, width, source[, lesion_labels]) and
+    DATA_DIR/dataset.json. Any problem (missing mask, corrupt file, size mismatch, empty note, duplicate id, ...)
+    exits 2 and writes nothing unless --skip-bad.
+    """
+    if synthetic:
+        if src is not None:
+            raise ConfigError("give either SRC or --synthetic, not both")
+        cfg = SyntheticConfig(n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed)
+        with _progress() as progress:
+            info = write_synthetic(out_dir, cfg, layout=synthetic_layout, overwrite=overwrite, workers=workers,
+                                   progress=progress)
+        rows = [("output", str(out_dir)), ("layout", info["layout"]), ("size", f"{size} px"),
+                ("counterfactual pairs", str(info["n_counterfactual_pairs"]))]
+        out.print(_summary_table("synthetic data", info["counts"], rows))
+        if synthetic_layout == "qata":
+            out.print(f"prepare it with: reclmis prepare {out_dir} --out DATA_DIR")
+        return
+    if src is None:
+        raise ConfigError("missing SRC: give a source folder, or --synthetic")
+    options = PrepareOptions(layout=layout, size=size, skip_bad=skip_bad, window=window, keep_empty=keep_empty,
+                             overwrite=overwrite, workers=workers)
+    try:
+        with _progress() as progress:
+            report = prepare_dataset(src, out_dir, options, progress=progress)
+    except PrepareError as exc:
+        for problem in exc.report.problems:
+            style = "red" if problem.fatal else "yellow"
+            console.print(f"  [{style}]{problem.kind}[/] {escape(problem.path)}: {escape(problem.message)}",
+                          highlight=False, soft_wrap=True)
+        _write_report(report_path, exc.report)
+        raise
+    _write_report(report_path, report)
+    rows = [("output", str(out_dir)), ("layout", report.layout), ("size", f"{report.size} px"),
+            ("split rule", report.split_rule), ("seconds", f"{report.seconds:.1f}")]
+    if report.warnings:
+        rows.append(("warnings", f"{len(report.warnings)} (see dataset.json)"))
+    if report.dropped:
+        rows.append(("dropped (--skip-bad)", f"{len(report.dropped)} (see dataset.json)"))
+    out.print(_summary_table("prepared data", report.counts, rows))

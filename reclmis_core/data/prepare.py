@@ -1,0 +1,489 @@
+"""``prepare``: any source layout -> one validated, self-contained DATA_DIR.
+
+DATA_DIR after a successful run::
+
+    manifest.csv           id, split, image, mask, note, height, width, source[, lesion_labels]
+    dataset.json           layout, counts per split, problems, dropped ids, split rule, tool version
+    images/<split>/<id>.png        8-bit gray or RGB at --size x --size
+    masks/<split>/<id>.png         0/255 at --size x --size (nearest)
+    lesion_labels/<split>/<id>.png zone codes (only when the source has them)
+
+Everything is written into a hidden temp folder beside DATA_DIR and renamed at the end: a failed run leaves
+nothing. Pixel work runs in a process pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..errors import DataError
+from .io import (
+    ImageMeta,
+    binarize,
+    n_values,
+    encode_png,
+    parse_window,
+    read_dicom_seg,
+    read_image,
+    read_mask,
+    resize_array,
+    to_uint8,
+)
+from .layouts import PROBLEM_KINDS, SPLITS, Problem, Record, Scan, scan_source
+
+log = logging.getLogger(__name__)
+
+#: Manifest columns every DATA_DIR has, in this order; ``lesion_labels`` and ``pair`` are optional.
+MANIFEST_COLUMNS = ("id", "split", "image", "mask", "note", "height", "width", "source")
+OPTIONAL_COLUMNS = ("lesion_labels", "pair")
+
+#: ``progress(stage, done, total)``: called from the main process only.
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class PrepareOptions:
+    """Knobs of :func:`prepare_dataset` (mirrors the CLI flags)."""
+
+    layout: str = "auto"  # (str) auto | qata | mosmed | ariadne | folder | nifti | dicom
+    size: int = 224  # (int) output side in pixels (images are resized to size x size)
+    skip_bad: bool = False  # (bool) drop rows with problems instead of failing
+    window: str | None = None  # (str) CT window "C,W" or a preset (lung, mediastinum, bone...); default lung
+    keep_empty: bool = False  # (bool) volumes: keep slices without lesion (volume-wide notes only)
+    overwrite: bool = False  # (bool) replace a non-empty existing DATA_DIR
+    workers: int = 0  # (int) processes for pixel work; 0 = all CPU cores, 1 = in-process
+
+
+@dataclass
+class PrepareReport:
+    """What :func:`prepare_dataset` did (also written to ``dataset.json``)."""
+
+    layout: str
+    source: str
+    out: str
+    size: int
+    counts: dict[str, int]
+    problems: list[Problem]
+    dropped: list[str]
+    split_rule: str
+    seconds: float = 0.0
+    lesion_labels: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_images(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.fatal]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if not p.fatal]
+
+    def problem_counts(self) -> dict[str, int]:
+        return dict(Counter(p.kind for p in self.problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layout": self.layout,
+            "source": self.source,
+            "size": self.size,
+            "counts": {s: self.counts.get(s, 0) for s in SPLITS},
+            "n_images": self.n_images,
+            "split_rule": self.split_rule,
+            "problem_counts": self.problem_counts(),
+            "problems": [p.to_dict() for p in self.problems],
+            "dropped": self.dropped,
+            "lesion_labels": self.lesion_labels,
+            "seconds": round(self.seconds, 2),
+            "tool": "reclmis",
+            "version": __version__,
+            **self.extra,
+        }
+
+
+class PrepareError(DataError):
+    """Fatal problems were found; ``report`` holds the full list. Nothing was written."""
+
+    def __init__(self, message: str, report: PrepareReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+# --------------------------------------------------------------------------------------------------
+# Output folder handling
+# --------------------------------------------------------------------------------------------------
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty existing DATA_DIR unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"{out}: folder exists and is not empty; choose another --out or pass --overwrite")
+
+
+def make_staging_dir(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the final DATA_DIR gets normal permissions
+    return staging
+
+
+def commit_staging_dir(staging: Path, out: Path) -> None:
+    """Move the finished staging folder onto ``out`` (replacing an old one) with renames only."""
+    trash = None
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.replace(out, trash)
+    os.replace(staging, out)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_manifest(staging: Path, rows: list[dict[str, Any]]) -> None:
+    cols = list(MANIFEST_COLUMNS) + [c for c in OPTIONAL_COLUMNS if any(r.get(c) for r in rows)]
+    df = pd.DataFrame(rows, columns=cols)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    df = df.sort_values(by=["split", "id"], key=lambda c: c.map(order) if c.name == "split" else c, kind="stable")
+    df.to_csv(staging / "manifest.csv", index=False)
+
+
+def write_dataset_json(staging: Path, data: dict[str, Any]) -> None:
+    (staging / "dataset.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def pool_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int, chunksize: int = 16) -> Iterator[Any]:
+    """``map`` over a fork pool (in-process when ``workers == 1`` or few tasks), results in any order."""
+    n = workers or os.cpu_count() or 1
+    if n <= 1 or len(tasks) < 8:
+        yield from map(fn, tasks)
+        return
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(min(n, len(tasks))) as pool:
+        yield from pool.imap_unordered(fn, tasks, chunksize=max(1, min(chunksize, len(tasks) // (4 * n) or 1)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Pixel work (runs in worker processes)
+# --------------------------------------------------------------------------------------------------
+
+
+def _square_pixels(img: np.ndarray, masks: list[np.ndarray], spacing: tuple[float, float] | None, pad: bool
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Resample to square pixels and (volumes: ``pad``) pad to a square field of view, so anatomy keeps its
+    true shape through the final size x size resize."""
+    h, w = img.shape[:2]
+    if spacing is not None and abs(spacing[0] - spacing[1]) > 0.01 * max(spacing):
+        s = min(spacing)
+        nh, nw = max(1, round(h * spacing[0] / s)), max(1, round(w * spacing[1] / s))
+        img = resize_array(img, (nh, nw))
+        masks = [resize_array(m, (nh, nw), nearest=True) for m in masks]
+        h, w = nh, nw
+    if pad and h != w:
+        side = max(h, w)
+        top, left = (side - h) // 2, (side - w) // 2
+
+        def pad(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((side, side, *a.shape[2:]), dtype=a.dtype)
+            out[top:top + h, left:left + w] = a
+            return out
+
+        img, masks = pad(img), [pad(m) for m in masks]
+    return img, masks
+
+
+def _emit(task: dict[str, Any], rid: str, img8: np.ndarray, mask01: np.ndarray, labels: np.ndarray | None,
+          spacing: tuple[float, float] | None = None, copy_from: dict[str, str] | None = None,
+          pad: bool = False) -> dict[str, str]:
+    """Write image/mask/labels at size x size into the staging folder; returns manifest paths.
+
+    ``copy_from`` names source PNGs that are already exactly what would be written (8-bit, right size, mask
+    0/255): they are copied byte for byte instead of re-encoded (the common QaTa case, and most of the speed).
+    """
+    size = task["size"]
+    copy_from = copy_from or {}
+    extra = [mask01] + ([labels] if labels is not None else [])
+    img8, extra = _square_pixels(img8, extra, spacing, pad)
+    staging, split = Path(task["staging"]), task["split"]
+    rel = {"image": f"images/{split}/{rid}.png", "mask": f"masks/{split}/{rid}.png"}
+    if labels is not None:
+        rel["lesion_labels"] = f"lesion_labels/{split}/{rid}.png"
+    arrays = {"image": (img8, False, 1), "mask": (extra[0], True, 255)}
+    if labels is not None:
+        arrays["lesion_labels"] = (extra[1], True, 1)
+    for key, (arr, nearest, scale) in arrays.items():
+        target = staging / rel[key]
+        if key in copy_from:
+            shutil.copyfile(copy_from[key], target)
+            continue
+        small = resize_array(arr, (size, size), nearest=nearest)
+        target.write_bytes(encode_png(small * np.uint8(scale) if scale != 1 else small))
+    return rel
+
+
+def _copyable(path: str, arr: np.ndarray, meta: ImageMeta, size: int, values: tuple[int, ...] | None = None) -> bool:
+    """True when the source PNG already is the 8-bit size x size file we would write."""
+    if not path.lower().endswith(".png") or meta.kind != "raster" or arr.dtype != np.uint8:
+        return False
+    if arr.shape != (size, size) or meta.bit_depth != 8:
+        return False
+    if values is not None:
+        present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+        return set(present.tolist()) <= set(values)
+    return True
+
+
+def _problem(kind: str, path: Any, message: str, rid: str, fatal: bool = True) -> dict[str, Any]:
+    return {"kind": kind, "path": str(path), "message": message, "id": rid, "fatal": fatal}
+
+
+def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
+    rid = task["id"]
+    out: dict[str, Any] = {"id": rid, "rows": [], "problems": []}
+    try:
+        arr, meta = read_image(task["image"])
+        if meta.is_volume:
+            raise DataError(f"{task['image']}: is a volume; use the nifti/dicom layout")
+        img8 = to_uint8(arr, meta, task["window"])
+    except DataError as exc:
+        out["problems"].append(_problem("unreadable", task["image"], str(exc).split(": ", 1)[-1], rid))
+        return out
+    try:
+        marr, mmeta = read_mask(task["mask"])
+        if mmeta.is_volume:
+            raise DataError(f"{task['mask']}: mask is a volume")
+    except DataError as exc:
+        out["problems"].append(_problem("unreadable", task["mask"], str(exc).split(": ", 1)[-1], rid))
+        return out
+    h, w = img8.shape[:2]
+    if marr.shape[:2] != (h, w):
+        out["problems"].append(_problem("size_mismatch", task["mask"],
+                                        f"mask is {marr.shape[1]}x{marr.shape[0]}, image {task['image']} is {w}x{h}",
+                                        rid))
+        return out
+    mask01, non_binary = binarize(marr)
+    if non_binary:
+        out["problems"].append(_problem("non_binary_mask", task["mask"],
+                                        f"{n_values(marr)} distinct values; binarised as > 0", rid, False))
+    labels = None
+    if task.get("lesion_labels"):
+        try:
+            larr, lmeta = read_image(task["lesion_labels"])
+        except DataError as exc:
+            out["problems"].append(_problem("unreadable", task["lesion_labels"], str(exc).split(": ", 1)[-1], rid))
+            return out
+        if larr.shape[:2] != (h, w):
+            out["problems"].append(_problem("size_mismatch", task["lesion_labels"],
+                                            f"lesion label map differs in size from image {task['image']}", rid))
+            return out
+        labels = larr.astype(np.uint8) if larr.ndim == 2 else larr[..., 0].astype(np.uint8)
+    size = task["size"]
+    copy_from = {}
+    if _copyable(task["image"], arr, meta, size) and img8 is arr:
+        copy_from["image"] = task["image"]
+    if _copyable(task["mask"], marr, mmeta, size, (0, 255)):
+        copy_from["mask"] = task["mask"]
+    if labels is not None and _copyable(task["lesion_labels"], larr, lmeta, size):
+        copy_from["lesion_labels"] = task["lesion_labels"]
+    rel = _emit(task, rid, img8, mask01, labels, meta.spacing if meta.kind == "dicom" else None, copy_from)
+    out["rows"].append({"id": rid, "split": task["split"], "note": task["note"], "height": h, "width": w,
+                        "source": task["source"], **rel})
+    return out
+
+
+def _read_mask_volume(path: Path, meta: ImageMeta) -> np.ndarray:
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".dcm":
+        return read_dicom_seg(p, meta)
+    arr, _ = read_image(p)
+    return arr
+
+
+def _process_volume(task: dict[str, Any]) -> dict[str, Any]:
+    vid = task["id"]
+    out: dict[str, Any] = {"id": vid, "rows": [], "problems": []}
+    try:
+        vol, meta = read_image(task["image"])
+        if not meta.is_volume:
+            vol = vol[None] if vol.ndim == 2 else vol
+        img8 = to_uint8(vol, meta, task["window"])
+        if img8.ndim == 2:
+            img8 = img8[None]
+    except DataError as exc:
+        out["problems"].append(_problem("unreadable", task["image"], str(exc).split(": ", 1)[-1], vid))
+        return out
+    try:
+        mvol = _read_mask_volume(task["mask"], meta)
+        if mvol.ndim == 2:
+            mvol = mvol[None]
+    except DataError as exc:
+        out["problems"].append(_problem("unreadable", task["mask"], str(exc).split(": ", 1)[-1], vid))
+        return out
+    if mvol.shape != img8.shape:
+        out["problems"].append(_problem("size_mismatch", task["mask"],
+                                        f"mask volume {mvol.shape} differs from image volume {img8.shape} "
+                                        f"({task['image']}) after reorientation to axial slices", vid))
+        return out
+    mask01, non_binary = binarize(mvol)
+    if non_binary:
+        out["problems"].append(_problem("non_binary_mask", task["mask"], "binarised as > 0", vid, False))
+    slice_notes: dict[int, str] = task["slice_notes"]
+    for z in sorted(slice_notes):
+        if not 0 <= z < len(img8):
+            out["problems"].append(_problem("note_without_image", task["image"],
+                                            f"note for slice {z}, volume has {len(img8)} slices", f"{vid}_s{z:03d}"))
+    if any(p["fatal"] for p in out["problems"]):
+        return out
+    for z in range(len(img8)):
+        has_lesion = bool(mask01[z].any())
+        if z in slice_notes:
+            note = slice_notes[z]
+        elif task["note"] and (has_lesion or task["keep_empty"]):
+            note = task["note"]
+        else:
+            continue
+        rid = f"{vid}_s{z:03d}"
+        rel = _emit(task, rid, img8[z], mask01[z], None, meta.spacing, pad=True)
+        out["rows"].append({"id": rid, "split": task["split"], "note": note, "height": img8.shape[1],
+                            "width": img8.shape[2], "source": f"{task['source']}#slice={z}", **rel})
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------
+
+
+def _summary(problems: list[Problem], src: Path) -> str:
+    fatal = [p for p in problems if p.fatal]
+    counts = Counter(p.kind for p in fatal)
+    kinds = ", ".join(f"{n} {k}" for k, n in counts.most_common())
+    first = fatal[0]
+    return (f"{len(fatal)} problem{'s' if len(fatal) != 1 else ''} in {src} ({kinds}); first: {first.path}: "
+            f"{first.message}. Nothing was written; fix them or rerun with --skip-bad to drop the affected rows")
+
+
+def prepare_dataset(
+    src: str | Path,
+    out: str | Path,
+    options: PrepareOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> PrepareReport:
+    """Read ``src`` in its layout, validate it, and write a self-contained DATA_DIR at ``out``.
+
+    Args:
+        src: source folder (any layout in :data:`reclmis_core.data.layouts.LAYOUTS`).
+        out: DATA_DIR to create. Must be absent or empty unless ``options.overwrite``.
+        options: layout, size, skip_bad, window, keep_empty, overwrite, workers.
+        progress: optional ``progress(stage, done, total)`` callback (main process).
+
+    Returns:
+        The :class:`PrepareReport` (also in ``out/dataset.json``).
+
+    Raises:
+        PrepareError: fatal problems and not ``skip_bad`` (``exc.report.problems`` lists them all); nothing
+            is written.
+        DataError: unreadable source structure (missing folder, sheet or column), bad options.
+    """
+    t0 = time.perf_counter()
+    opt = options or PrepareOptions()
+    src, out = Path(src), Path(out)
+    if opt.size < 16:
+        raise DataError(f"--size must be >= 16, got {opt.size}")
+    parse_window(opt.window)  # validate early
+    check_out_dir(out, opt.overwrite)
+    scan = scan_source(src, opt.layout)
+    volumes = scan.layout in ("nifti", "dicom")
+    problems = list(scan.problems)
+    bad_ids = {p.id for p in problems if p.fatal and p.id is not None}
+    records = [r for r in scan.records if r.mask is not None and (r.id not in bad_ids or not opt.skip_bad)]
+    staging = make_staging_dir(out)
+    try:
+        # Pixel checks run even when structural problems were found, so one run lists everything.
+        rows, pixel_problems = _run_pixels(scan, records, staging, opt, progress, volumes)
+        problems += pixel_problems
+        if any(p.fatal for p in problems) and not opt.skip_bad:
+            raise PrepareError(_summary(problems, src), _report(scan, src, out, opt, problems, [], {}, t0))
+        bad_ids = {p.id for p in problems if p.fatal and p.id is not None}
+
+        def affected(rid: str) -> bool:
+            return rid in bad_ids or (volumes and rid.rsplit("_s", 1)[0] in bad_ids)
+
+        dropped = sorted(bad_ids | {r.id for r in scan.records if r.mask is None})
+        rows = [r for r in rows if not affected(r["id"])]
+        if not rows:
+            raise DataError(f"{src}: no usable images left" + (" after dropping bad rows" if opt.skip_bad else ""))
+        counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
+        report = _report(scan, src, out, opt, problems, dropped, counts, t0)
+        report.lesion_labels = any(r.get("lesion_labels") for r in rows)
+        write_manifest(staging, rows)
+        report.seconds = time.perf_counter() - t0
+        write_dataset_json(staging, report.to_dict())
+        commit_staging_dir(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    for p in report.warnings[:5]:
+        log.warning("%s", p.line())
+    if len(report.warnings) > 5:
+        log.warning("... and %d more warnings (see dataset.json)", len(report.warnings) - 5)
+    log.info("prepared %d images (%s) in %.1fs -> %s", report.n_images,
+             ", ".join(f"{k} {v}" for k, v in counts.items()), report.seconds, out)
+    return report
+
+
+def _report(scan: Scan, src: Path, out: Path, opt: PrepareOptions, problems: list[Problem], dropped: list[str],
+            counts: dict[str, int], t0: float) -> PrepareReport:
+    return PrepareReport(
+        layout=scan.layout, source=str(src), out=str(out), size=opt.size, counts=counts, problems=problems,
+        dropped=dropped, split_rule=scan.split_rule, seconds=time.perf_counter() - t0,
+        extra={"window": opt.window, "keep_empty": opt.keep_empty} if scan.layout in ("nifti", "dicom") else {},
+    )
+
+
+def _run_pixels(scan: Scan, records: list[Record], staging: Path, opt: PrepareOptions,
+                progress: ProgressFn | None, volumes: bool) -> tuple[list[dict[str, Any]], list[Problem]]:
+    for sub in ("images", "masks") + (("lesion_labels",) if any(r.lesion_labels for r in records) else ()):
+        for split in SPLITS:
+            (staging / sub / split).mkdir(parents=True, exist_ok=True)
+    tasks = [
+        {"id": r.id, "split": r.split, "image": str(r.image), "mask": str(r.mask), "note": r.note,
+         "source": r.source, "lesion_labels": str(r.lesion_labels) if r.lesion_labels else None,
+         "slice_notes": dict(r.slice_notes), "staging": str(staging), "size": opt.size, "window": opt.window,
+         "keep_empty": opt.keep_empty}
+        for r in records
+    ]
+    fn = _process_volume if volumes else _process_2d
+    rows: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    total = len(tasks)
+    step = max(1, total // 100)
+    if progress:
+        progress("images", 0, total)
+    for done, res in enumerate(pool_map(fn, tasks, opt.workers, chunksize=32), start=1):
+        rows.extend(res["rows"])
+        problems.extend(Problem(**p) for p in res["problems"])
+        if progress and (done % step == 0 or done == total):
+            progress("images", done, total)
+    assert all(p.kind in PROBLEM_KINDS for p in problems)
+    return rows, problems

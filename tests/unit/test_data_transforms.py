@@ -1,0 +1,104 @@
+"""Spatially honest augmentation: a left-right flip flips image, mask, lesion labels and note together."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from reclmis_core.config import DataConfig
+from reclmis_core.data.synthetic import ZONE_CODES, SyntheticConfig, generate_item, make_note
+from reclmis_core.data.transforms import (
+    FLIP_ZONE,
+    Sample,
+    TrainAugment,
+    flip_note_laterality,
+    hflip,
+    is_colour,
+    saturation_hue,
+)
+from reclmis_core.errors import ConfigError
+
+ZONE_RE = re.compile(r"(upper|middle|lower) (left|right) lung")
+
+
+@pytest.mark.parametrize(
+    ("note", "flipped"),
+    [
+        ("Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.",
+         "Bilateral pulmonary infection, two infected areas, upper right lung and lower left lung."),
+        ("Left lower lobe; RIGHT apex.", "Right lower lobe; LEFT apex."),
+        ("Unilateral pulmonary infection, one infected area, middle right lung.",
+         "Unilateral pulmonary infection, one infected area, middle left lung."),
+        ("leftover rightward bilateral", "leftover rightward bilateral"),
+    ],
+)
+def test_flip_note_laterality(note: str, flipped: str) -> None:
+    assert flip_note_laterality(note) == flipped
+    assert flip_note_laterality(flipped) == note
+
+
+def test_flip_moves_image_mask_labels_and_note_together() -> None:
+    it = generate_item(SyntheticConfig(size=96, seed=5), "train", 2)[0]
+    out = hflip(Sample(it.image, it.mask, it.note, it.lesion_labels))
+    np.testing.assert_array_equal(out.image, it.image[:, ::-1])
+    np.testing.assert_array_equal(out.mask, it.mask[:, ::-1])
+    assert out.lesion_labels is not None
+    # zone codes swap sides, keep levels
+    for code in range(1, 7):
+        a, b = ZONE_CODES[code], ZONE_CODES[int(FLIP_ZONE[code])]
+        assert a[1] == b[1] and a[0] != b[0]
+    np.testing.assert_array_equal(out.lesion_labels, FLIP_ZONE[it.lesion_labels[:, ::-1]])
+    # the flipped note is exactly the note the generator would write for the flipped zones
+    expected = make_note([int(FLIP_ZONE[c]) for c in it.named])
+    assert sorted(ZONE_RE.findall(out.note)) == sorted(ZONE_RE.findall(expected))
+    assert out.note.split(",")[:2] == expected.split(",")[:2]
+    # and the flipped mask is the union of the lesions the flipped note names
+    named = [int(FLIP_ZONE[c]) for c in it.named]
+    np.testing.assert_array_equal(out.mask, np.isin(out.lesion_labels, named).astype(np.uint8))
+    # lesions on the image's right half are in the patient's left lung after the flip too
+    for code in np.unique(out.lesion_labels[out.lesion_labels > 0]):
+        xs = np.nonzero(out.lesion_labels == code)[1]
+        assert (xs.mean() > 48) == (ZONE_CODES[int(code)][0] == "left")
+
+
+def test_train_augment_deterministic_and_honest() -> None:
+    it = generate_item(SyntheticConfig(size=64, seed=1), "train", 0)[0]
+    aug = TrainAugment(DataConfig())
+    s = Sample(it.image, it.mask, it.note, it.lesion_labels)
+    a = aug(s, np.random.default_rng(7))
+    b = aug(s, np.random.default_rng(7))
+    np.testing.assert_array_equal(a.image, b.image)
+    assert a.note == b.note
+    notes = set()
+    for seed in range(30):
+        out = aug(s, np.random.default_rng(seed))
+        notes.add(out.note)
+        assert out.image.shape == s.image.shape and out.image.dtype == np.uint8
+        assert set(np.unique(out.mask)) <= {0, 1}
+        assert out.lesion_labels is not None and set(np.unique(out.lesion_labels)) <= set(range(7))
+        # mask stays consistent with the labels of the zones the (possibly flipped) note names
+        flipped = out.note != it.note
+        named = [int(FLIP_ZONE[c]) if flipped else c for c in it.named]
+        np.testing.assert_array_equal(out.mask, np.isin(out.lesion_labels, named).astype(np.uint8))
+    assert len(notes) == 2  # flipped and not flipped both occur
+
+
+def test_flip_off_and_rotation_limit() -> None:
+    it = generate_item(SyntheticConfig(size=64, seed=1), "train", 0)[0]
+    aug = TrainAugment(DataConfig(hflip=False))
+    s = Sample(it.image, it.mask, it.note, it.lesion_labels)
+    assert all(aug(s, np.random.default_rng(k)).note == it.note for k in range(20))
+    with pytest.raises(ConfigError, match="rotate_deg"):
+        TrainAugment(DataConfig(rotate_deg=90))
+    off = TrainAugment(DataConfig(augment=False))(s, np.random.default_rng(0))
+    assert off is s
+
+
+def test_colour_ops_only_on_colour() -> None:
+    gray3 = np.repeat(np.arange(64, dtype=np.uint8).reshape(8, 8)[..., None], 3, axis=2)
+    assert not is_colour(gray3)
+    rgb = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    assert is_colour(rgb)
+    assert saturation_hue(rgb, 1.2, 0.05).shape == rgb.shape
