@@ -1,13 +1,265 @@
-"""`reclmis train`."""
+"""`reclmis train`: build the run config (preset < dataset recipe < --config < --set < flags), then Trainer.fit."""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from ..console import handle_errors, not_available
+from reclmis_core.config import RunConfig, build_config, config_from_dict, load_yaml, parse_overrides
+from reclmis_core.errors import ConfigError
+
+from ..console import console, handle_errors, is_interactive
+
+log = logging.getLogger("reclmis_cli.train")
+
+ABLATABLE = ("cvr", "clr", "ccl")
+# Options that may change when a run is resumed; anything else must match the run's config.
+RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.tensorboard", "train.on_nonfinite", "train.log_every"}
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def parse_text_encoder(spec: str) -> dict[str, Any]:
+    """``clip``, ``clip:<folder|file|hub-id>``, ``minilm``, ``scratch``, ``hf:<id>``, ``none`` -> model.text keys."""
+    spec = spec.strip()
+    if spec in ("clip", "minilm", "scratch", "none"):
+        return {"encoder": spec}
+    if spec.startswith("clip:") and len(spec) > 5:
+        return {"encoder": "clip", "weights": spec[5:]}
+    if spec.startswith("hf:") and len(spec) > 3:
+        return {"encoder": spec}
+    raise ConfigError(f"--text-encoder must be clip, clip:<folder|file|hub-id>, minilm, scratch, hf:<id> or none, "
+                      f"got '{spec}'")
+
+
+def parse_ablate(value: str) -> dict[str, bool]:
+    names = [v.strip().lower() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in ABLATABLE]
+    if bad or not names:
+        raise ConfigError(f"--ablate takes a comma list of {', '.join(ABLATABLE)}, got '{value}'")
+    return {f"use_{n}": False for n in names}
+
+
+def flag_overrides(
+    *, epochs: int | None, batch_size: int | None, lr: float | None, text_encoder: str | None, no_text: bool,
+    ablate: str | None, seed: int | None, deterministic: bool | None, mixed_precision: str | None,
+    patience: int | None, grad_accum: int | None, tensorboard: bool | None,
+) -> dict[str, Any]:
+    """Nested overrides from the explicit flags (only those given)."""
+    o: dict[str, Any] = {"train": {}, "model": {}}
+    t, m = o["train"], o["model"]
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("seed", seed),
+                       ("deterministic", deterministic), ("mixed_precision", mixed_precision),
+                       ("patience", patience), ("grad_accum", grad_accum), ("tensorboard", tensorboard)):
+        if value is not None:
+            t[key] = value
+    if no_text and text_encoder:
+        raise ConfigError("--no-text and --text-encoder contradict each other; pass one of them")
+    if no_text:
+        m["text"] = {"encoder": "none"}
+    elif text_encoder:
+        m["text"] = parse_text_encoder(text_encoder)
+    if ablate:
+        m.update(parse_ablate(ablate))
+    return {k: v for k, v in o.items() if v}
+
+
+def resolve_run_config(
+    *, dataset: str | None, data: Path | None, preset: str | None, config: Path | None, sets: list[str],
+    flags: dict[str, Any], cpu: bool = False,
+) -> tuple[RunConfig, Path, str]:
+    """The run config, the data folder and a default run name (preset < recipe < YAML < --set < flags)."""
+    from accelerate import PartialState
+
+    from reclmis_core.engine.datasets_registry import get_recipe, recipe_overrides, resolve_dataset
+
+    if dataset and data:
+        raise ConfigError("pass either --dataset NAME or --data DATA_DIR, not both")
+    recipe = get_recipe(dataset) if dataset else None
+    file_data = load_yaml(config) if config else {}
+    name = preset or file_data.get("preset") or (recipe.preset if recipe else None) or "paper"
+    overrides = _merge(recipe_overrides(recipe, name), {k: v for k, v in file_data.items() if k != "preset"})
+    overrides = _merge(overrides, parse_overrides(sets))
+    overrides = _merge(overrides, flags)
+    if dataset:
+        data_dir = resolve_dataset(dataset, main_process_first=PartialState(cpu=cpu).main_process_first)
+    elif data is not None:
+        data_dir = data
+    elif overrides.get("data", {}).get("root"):
+        data_dir = Path(overrides["data"]["root"])
+    else:
+        raise ConfigError("no training data: pass --dataset qata|mosmed|sample or --data DATA_DIR "
+                          "(a folder made by 'reclmis prepare')")
+    if not (data_dir / "manifest.csv").is_file():
+        raise ConfigError(f"{data_dir} has no manifest.csv; prepare it first: reclmis prepare SRC --out {data_dir}")
+    overrides = _merge(overrides, {"data": {"root": str(data_dir.resolve())}})
+    cfg = build_config(name, None, overrides)
+    run_name = f"{dataset or data_dir.resolve().name}-{name}"
+    if cfg.model.text.encoder == "none":
+        run_name += "-notext"
+    else:
+        off = [b for b in ABLATABLE if not getattr(cfg.model, f"use_{b}")]
+        if off:
+            run_name += "-no-" + "-".join(off)
+    return cfg, data_dir, run_name
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
+    """The config of the run being resumed; explicit options may only change RESUMABLE_KEYS."""
+    from reclmis_core.engine.checkpoint import read_checkpoint_config
+
+    last = run_dir / "last"
+    if not last.is_dir():
+        raise ConfigError(f"nothing to resume: {last} does not exist (train without --resume first)")
+    saved = read_checkpoint_config(last)["config"]
+    flat_saved = _flat(saved)
+    changed = {k: v for k, v in _flat(overrides).items()
+               if k not in RESUMABLE_KEYS and k != "data.root" and flat_saved.get(k, object()) != v}
+    if changed:
+        k, v = next(iter(changed.items()))
+        raise ConfigError(f"--resume continues {run_dir} with its own config; {k}={v!r} differs from its "
+                          f"{flat_saved.get(k)!r} (only {', '.join(sorted(RESUMABLE_KEYS))} may change). "
+                          "Start a new run with --out instead")
+    keep = {k: v for k, v in _flat(overrides).items() if k in RESUMABLE_KEYS}
+    data = saved
+    for dotted, value in keep.items():
+        a, b = dotted.split(".")
+        data = _merge(data, {a: {b: value}})
+    return config_from_dict(data)
+
+
+class _Progress:
+    """Rich progress bar on a terminal; plain log lines every ``log_every`` steps otherwise."""
+
+    def __init__(self, log_every: int, quiet: bool) -> None:
+        self.log_every = max(1, log_every)
+        self.quiet = quiet
+        self.bar: Any = None
+        self.task: Any = None
+        self.best = -1.0
+
+    def __call__(self, ev: Any) -> None:
+        if ev.kind == "start" and is_interactive() and not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=ev.steps, epoch=f"{ev.epoch}/{ev.epochs}", info="")
+        elif ev.kind == "step":
+            info = (" ".join(f"{k} {v:.3f}" for k, v in ev.parts.items())
+                    + f" | {ev.images_per_s:.1f} img/s | ETA {_hms(ev.eta_s)}")
+            if self.bar is not None:
+                self.bar.update(self.task, completed=ev.step, total=ev.steps, epoch=f"{ev.epoch}/{ev.epochs}",
+                                info=info)
+            elif ev.step % self.log_every == 0 or ev.step == ev.steps:
+                log.info("epoch %d/%d step %d/%d  %s", ev.epoch, ev.epochs, ev.step, ev.steps, info)
+        elif ev.kind == "epoch":
+            r = ev.record
+            best = r["val_dice"] > self.best
+            self.best = max(self.best, r["val_dice"])
+            parts = " ".join(f"{k} {r[k]:.4f}" for k in ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl") if k in r)
+            log.info("epoch %d/%d  %s  val Dice %.4f mIoU %.4f  lr %.2e  %.1fs%s", ev.epoch, ev.epochs, parts,
+                     r["val_dice"], r["val_miou"], r["lr"], r["seconds"], "  [best]" if best else "")
+        elif ev.kind == "end" and self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _hms(seconds: float) -> str:
+    s = int(max(0, seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 @handle_errors
-def train(ctx: typer.Context) -> None:
-    """Not available yet."""
-    not_available("train")
+def train(
+    dataset: str = typer.Option(None, "--dataset", help="Registered dataset: qata | mosmed | sample (bundled)."),
+    data: Path = typer.Option(None, "--data", help="A DATA_DIR made by 'reclmis prepare' (instead of --dataset)."),
+    preset: str = typer.Option(None, "--preset", help="paper | tiny | guided | guided-tiny (default: the dataset's)."),
+    config: Path = typer.Option(None, "--config", help="YAML file with config overrides."),
+    out: Path = typer.Option(None, "--out", help="Run folder (default runs/<dataset>-<preset>)."),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Images per step per process."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate (Adam)."),
+    text_encoder: str = typer.Option(None, "--text-encoder",
+                                     help="clip | clip:<folder|file|hub-id> | minilm | scratch | hf:<id>."),
+    no_text: bool = typer.Option(False, "--no-text", help="Image-only baseline (no text tower)."),
+    ablate: str = typer.Option(None, "--ablate", help="Turn branches off, e.g. cvr,clr,ccl."),
+    resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR/last exactly where it stopped."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Overwrite an existing run folder."),
+    seed: int = typer.Option(None, "--seed", help="Global seed (offset by process rank)."),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    deterministic: bool = typer.Option(None, "--deterministic/--no-deterministic",
+                                       help="Deterministic kernels (exact resume; slower on GPU)."),
+    mixed_precision: str = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16 (fp16 needs a GPU)."),
+    patience: int = typer.Option(None, "--patience", help="Early stopping after N epochs without better val Dice."),
+    grad_accum: int = typer.Option(None, "--grad-accum", help="Gradient accumulation steps."),
+    tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Log to RUN_DIR (TensorBoard)."),
+    cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even if a GPU is visible."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    """Train RecLMIS; writes RUN_DIR/config.yaml, metrics.csv, best/ and last/."""
+    from reclmis_core.engine.trainer import Trainer
+
+    if quiet or int(os.environ.get("RANK", "0") or 0) != 0:
+        logging.getLogger("reclmis_core").setLevel(logging.WARNING)
+        logging.getLogger("reclmis_cli").setLevel(logging.WARNING)
+    flags = flag_overrides(
+        epochs=epochs, batch_size=batch_size, lr=lr, text_encoder=text_encoder, no_text=no_text, ablate=ablate,
+        seed=seed, deterministic=deterministic, mixed_precision=mixed_precision, patience=patience,
+        grad_accum=grad_accum, tensorboard=tensorboard,
+    )
+    if resume and exist_ok:
+        raise ConfigError("--resume continues a run and --exist-ok overwrites it; pass one of them")
+    if resume and out is not None and not (dataset or data or preset or config):
+        # `reclmis train --resume --out RUN_DIR`: everything comes from the run itself
+        cfg = resume_config(out, _merge(parse_overrides(set_), flags))
+        data_dir, run_dir = Path(cfg.data.root or ""), out
+    else:
+        cfg, data_dir, run_name = resolve_run_config(dataset=dataset, data=data, preset=preset, config=config,
+                                                     sets=set_, flags=flags, cpu=cpu)
+        run_dir = out or Path("runs") / run_name
+        if resume:
+            user = _merge(parse_overrides(set_), flags)
+            cfg = resume_config(run_dir, _merge(user, {"data": {"root": cfg.data.root}}))
+    progress = _Progress(cfg.train.log_every, quiet)
+    t0 = time.perf_counter()
+    try:
+        result = Trainer(cfg, data_dir, run_dir, resume=resume, exist_ok=exist_ok, progress=progress, cpu=cpu).fit()
+    finally:
+        progress.close()
+    if int(os.environ.get("RANK", "0") or 0) == 0 and not quiet:
+        console.print(
+            f"[bold green]done[/] in {_hms(time.perf_counter() - t0)}: best val Dice {result.best_dice:.4f} "
+            f"(epoch {result.best_epoch}/{result.epochs_done}{', stopped early' if result.stopped_early else ''}"
+            f"{f', {result.skipped_steps} steps skipped' if result.skipped_steps else ''}) -> {run_dir}/best\n"
+            f"next: reclmis eval --checkpoint {run_dir}/best --data {data_dir}"
+        )
+
+
+__all__ = ["train", "parse_text_encoder", "parse_ablate", "flag_overrides", "resolve_run_config", "resume_config"]

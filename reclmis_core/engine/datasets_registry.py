@@ -1,0 +1,137 @@
+"""Registered datasets: a name maps to a prepared DATA_DIR and a training recipe.
+
+``qata`` and ``mosmed`` are the paper's benchmarks (prepared with ``reclmis prepare`` into
+``$RECLMIS_DATA/<name>``, default ``./data/<name>``); ``sample`` is the bundled ``sample_data/`` (QaTa layout),
+prepared on first use into ``$RECLMIS_DATA/sample`` (never into the source tree).
+
+A recipe is a preset plus overrides. Precedence, lowest first:
+preset defaults < recipe overrides < ``--config`` YAML < ``--set`` < explicit CLI flags. The recipe's overrides are
+the hyper-parameters of its own preset: they apply only when that preset is the one in effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+DATA_ENV = "RECLMIS_DATA"
+SAMPLE_ENV = "RECLMIS_SAMPLE_DATA"
+
+# Sec. IV-A: Adam 3e-4 with cosine annealing, batch 32, 224 px, 200 (QaTa) / 500 (MosMedData+) epochs,
+# lambda1..4 = 1, 1, 0.2, 5, mask ratios alpha_v = 0.5, alpha_t = 0.3.
+_PAPER_RECIPE: dict[str, Any] = {
+    "model": {"image_size": 224, "image_mask_ratio": 0.5, "text_mask_ratio": 0.3},
+    "loss": {"clr": 1.0, "cvr": 1.0, "ccl": 0.2, "seg": 5.0},
+    "train": {"epochs": 200, "batch_size": 32, "lr": 3e-4, "scheduler": "cosine"},
+}
+
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """A registered dataset: where it lives and how the paper trains on it."""
+
+    name: str  # (str) registry name, also the default folder name under $RECLMIS_DATA
+    preset: str  # (str) preset used when --preset is not given
+    overrides: dict[str, Any] = field(default_factory=dict)  # (dict) config overrides for that preset
+    description: str = ""  # (str) one line for --help and logs
+    bundled: bool = False  # (bool) ships with the package (sample_data/), prepared on first use
+
+
+DATASETS: dict[str, DatasetRecipe] = {
+    "qata": DatasetRecipe(
+        "qata", "paper", _PAPER_RECIPE, "QaTa-COV19 chest X-rays with notes (paper recipe: 200 epochs)"
+    ),
+    "mosmed": DatasetRecipe(
+        "mosmed",
+        "paper",
+        {**_PAPER_RECIPE, "train": {**_PAPER_RECIPE["train"], "epochs": 500}},
+        "MosMedData+ CT slices with notes (paper recipe: 500 epochs)",
+    ),
+    "sample": DatasetRecipe(
+        "sample", "tiny", {}, "bundled sample data (QaTa layout), tiny preset; trains in minutes on a CPU",
+        bundled=True,
+    ),
+}
+
+
+def dataset_names() -> list[str]:
+    return sorted(DATASETS)
+
+
+def get_recipe(name: str) -> DatasetRecipe:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown dataset '{name}'. Registered: {', '.join(dataset_names())}; "
+                          "or pass --data DATA_DIR for a folder made by 'reclmis prepare'") from None
+
+
+def data_root() -> Path:
+    """Folder holding registered datasets: ``$RECLMIS_DATA`` or ``./data``."""
+    return Path(os.environ.get(DATA_ENV) or "data")
+
+
+def sample_source() -> Path:
+    """The bundled ``sample_data/`` folder (``$RECLMIS_SAMPLE_DATA`` overrides)."""
+    env = os.environ.get(SAMPLE_ENV)
+    if env:
+        return Path(env)
+    import reclmis_core
+
+    here = Path(reclmis_core.__file__).resolve().parent
+    for cand in (here / "sample_data", here.parent / "sample_data"):
+        if cand.is_dir():
+            return cand
+    raise DataError(
+        f"the bundled sample data was not found (looked in {here / 'sample_data'} and {here.parent / 'sample_data'}); "
+        f"set {SAMPLE_ENV} to the sample_data folder of a reclmis checkout"
+    )
+
+
+def resolve_dataset(name: str, root: str | Path | None = None, main_process_first: Any = None) -> Path:
+    """Path of a registered dataset's prepared DATA_DIR; prepares the bundled sample on first use.
+
+    Args:
+        name: registered name (see :data:`DATASETS`).
+        root: folder of registered datasets; default :func:`data_root`.
+        main_process_first: optional context manager factory (``PartialState().main_process_first``) so only
+            one process prepares the sample when several are launched.
+    """
+    recipe = get_recipe(name)
+    folder = Path(root) if root is not None else data_root()
+    folder = folder / name
+    if (folder / "manifest.csv").is_file():
+        return folder
+    if not recipe.bundled:
+        raise DataError(
+            f"dataset '{name}' is not prepared: {folder / 'manifest.csv'} not found. Download it, then run "
+            f"'reclmis prepare <source> --out {folder}' (or set {DATA_ENV} to the folder holding '{name}/')"
+        )
+    ctx = main_process_first() if main_process_first is not None else nullcontext()
+    with ctx:
+        if not (folder / "manifest.csv").is_file():
+            from ..data.prepare import PrepareOptions, prepare_dataset
+
+            src = sample_source()
+            log.info("preparing the bundled sample data %s -> %s (first use only)", src, folder)
+            prepare_dataset(src, folder, PrepareOptions(layout="auto", size=96, overwrite=True, workers=1))
+    return folder
+
+
+def recipe_overrides(recipe: DatasetRecipe | None, preset: str) -> dict[str, Any]:
+    """The recipe's overrides if ``preset`` is its own preset, else nothing (logged)."""
+    if recipe is None or not recipe.overrides:
+        return {}
+    if preset != recipe.preset:
+        log.info("dataset '%s': preset '%s' given, so its '%s' recipe hyper-parameters are not applied",
+                 recipe.name, preset, recipe.preset)
+        return {}
+    return recipe.overrides

@@ -1,0 +1,207 @@
+"""Evaluate a model on one split of a prepared DATA_DIR: per-image Dice/IoU (LViT/RecLMIS protocol) and global.
+
+Text modes measure how much the model relies on the note:
+
+- ``as-is``: each image with its own note (the benchmark number);
+- ``shuffle``: each image gets another image's note (a seeded derangement; where the split allows it, the
+  note it gets also differs in text from its own);
+- ``empty``: every note is blank.
+
+The drop in Dice from ``as-is`` to ``shuffle``/``empty`` is the measure of reliance on the note.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..metrics.dice import ScoreAccumulator
+from ..models.reclmis import RecLMIS
+
+log = logging.getLogger(__name__)
+
+TEXT_MODES = ("as-is", "shuffle", "empty")
+
+#: ``progress(done, total)`` in images, main process.
+EvalProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class EvalResult:
+    """Scores of one split; :meth:`to_dict` gives the JSON of ``reclmis eval`` (keys fixed by the contract)."""
+
+    dice: float  # per-image mean Dice, 0..1
+    miou: float  # per-image mean IoU, 0..1
+    dice_global: float  # Dice from pixel counts pooled over the split
+    iou_global: float
+    n_images: int
+    split: str
+    checkpoint: str
+    text: str  # as-is | shuffle | empty
+    threshold: float = 0.5
+    uses_text: bool = True  # False for an image-only checkpoint (text mode then has no effect)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def shuffled_notes(notes: Sequence[str], seed: int = 0) -> list[str]:
+    """A seeded derangement: item ``i`` gets the note of some ``j != i``, whose text also differs where possible.
+
+    Deterministic for a given ``seed`` and list. With fewer than two distinct notes, texts cannot all differ; with
+    one note, it is returned unchanged.
+    """
+    n = len(notes)
+    if n < 2:
+        return list(notes)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+
+    def bad(i: int) -> bool:
+        return perm[i] == i or (notes[perm[i]] == notes[i] and len(set(notes)) > 1)
+
+    for _ in range(3):
+        for i in range(n):
+            if not bad(i):
+                continue
+            # swap with a partner so that both positions become good
+            for j in rng.permutation(n):
+                if j == i:
+                    continue
+                pi, pj = perm[j], perm[i]
+                ok_i = pi != i and notes[pi] != notes[i]
+                ok_j = pj != j and notes[pj] != notes[j]
+                if ok_i and ok_j:
+                    perm[i], perm[j] = pi, pj
+                    break
+            else:  # no fully good swap: at least avoid keeping its own note
+                for j in range(n):
+                    if j != i and perm[j] != i and perm[i] != j:
+                        perm[i], perm[j] = perm[j], perm[i]
+                        break
+        if not any(bad(i) for i in range(n)):
+            break
+    same_text = sum(notes[perm[i]] == notes[i] for i in range(n))
+    if same_text:
+        log.info("text shuffle: %d of %d images kept a note with the same text (the split has too few distinct notes)",
+                 same_text, n)
+    return [notes[int(perm[i])] for i in range(n)]
+
+
+def notes_for_mode(notes: Sequence[str], mode: str, seed: int = 0) -> list[str]:
+    """Notes to feed the model under a text mode."""
+    if mode == "as-is":
+        return list(notes)
+    if mode == "shuffle":
+        return shuffled_notes(notes, seed)
+    if mode == "empty":
+        return [""] * len(notes)
+    raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{mode}'")
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def evaluate(
+    model: RecLMIS,
+    data_dir: str | Path,
+    split: str = "test",
+    text_mode: str = "as-is",
+    cfg: RunConfig | None = None,
+    *,
+    checkpoint: str = "",
+    seed: int = 0,
+    batch_size: int | None = None,
+    threshold: float | None = None,
+    device: str | torch.device | None = None,
+    progress: EvalProgressFn | None = None,
+) -> tuple[EvalResult, list[dict[str, Any]]]:
+    """Score ``model`` on ``split`` of ``data_dir``.
+
+    Args:
+        model: the training model (its inference part is used).
+        data_dir: prepared folder with ``manifest.csv``.
+        split: train, val or test.
+        text_mode: as-is, shuffle or empty (see the module docstring).
+        cfg: the checkpoint's run config (image size, channels, normalisation, threshold, batch size).
+        checkpoint: label stored in the result.
+        seed: seed of the shuffle derangement.
+
+    Returns:
+        ``(EvalResult, rows)``; one row per image: id, note (as fed), dice, iou, fg_pred, fg_true
+        (+ original_note when the notes were changed).
+    """
+    from ..data.dataset import ManifestDataset, collate_fn
+
+    if text_mode not in TEXT_MODES:
+        raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{text_mode}'")
+    cfg = cfg or RunConfig()
+    thr = cfg.infer.threshold if threshold is None else threshold
+    dev = _device(device)
+    ds = ManifestDataset(data_dir, split, cfg.model.image_size, cfg.model.in_channels, cfg.data, train=False)
+    uses_text = model.text_encoder is not None
+    if not uses_text and text_mode != "as-is":
+        log.warning("this checkpoint is image-only: --text %s has no effect", text_mode)
+    fed = dict(zip(ds.ids, notes_for_mode(ds.notes, text_mode, seed)))
+    original = dict(zip(ds.ids, ds.notes))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size or cfg.infer.batch_size, shuffle=False, collate_fn=collate_fn,
+        num_workers=cfg.data.num_workers,
+    )
+    net = model.for_inference().to(dev).eval()
+    scores = ScoreAccumulator()
+    rows: list[dict[str, Any]] = []
+    done = 0
+    for batch in loader:
+        image = batch["image"].to(dev)
+        notes = [fed[i] for i in batch["id"]]
+        if uses_text:
+            tok = net.tokenize(notes)
+            logits = net(image, tok.input_ids.to(dev), tok.attention_mask.to(dev))
+        else:
+            logits = net(image)
+        pred = (torch.sigmoid(logits.float()) > thr).squeeze(1).cpu().numpy()
+        target = (batch["mask"] > 0.5).squeeze(1).numpy()
+        dice, iou = scores.update(pred, target)
+        k = len(dice)
+        for j, rid in enumerate(batch["id"]):
+            row = {"id": rid, "note": notes[j], "dice": float(dice[j]), "iou": float(iou[j]),
+                   "fg_pred": scores.fg_pred[-k + j], "fg_true": scores.fg_true[-k + j]}
+            if text_mode != "as-is":
+                row["original_note"] = original[rid]
+            rows.append(row)
+        done += k
+        if progress is not None:
+            progress(done, len(ds))
+    res = scores.result()
+    result = EvalResult(res.dice, res.miou, res.dice_global, res.iou_global, res.n_images, split, checkpoint,
+                        text_mode, thr, uses_text)
+    log.info("%s split (%d images, text %s): Dice %.4f, mIoU %.4f", split, res.n_images, text_mode, res.dice,
+             res.miou)
+    return result, rows
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    text_mode: str = "as-is",
+    **kwargs: Any,
+) -> tuple[EvalResult, list[dict[str, Any]]]:
+    """Load a checkpoint folder and :func:`evaluate` it."""
+    from .checkpoint import load_checkpoint
+
+    model, cfg, _ = load_checkpoint(checkpoint)
+    return evaluate(model, data_dir, split, text_mode, cfg, checkpoint=str(checkpoint), **kwargs)

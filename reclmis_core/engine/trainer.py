@@ -1,0 +1,576 @@
+"""The RecLMIS training loop on Accelerate: one code path for one CPU, one GPU and many processes.
+
+``Trainer(cfg, data_dir, run_dir).fit()`` trains, validates every epoch on the ``val`` split (per-image Dice at
+``infer.threshold``), and writes into RUN_DIR::
+
+    config.yaml     the resolved RunConfig (text max_length resolved), written before the first step
+    metrics.csv     one row per epoch: epoch, loss parts, val_dice, val_miou, lr, seconds
+    last/           checkpoint after every epoch  (model.safetensors + config.json + state/)
+    best/           checkpoint of the best val Dice so far
+
+``state/`` is ``accelerator.save_state`` (optimizer, scheduler, sampler and every process's RNG states; loaded
+with ``weights_only=True``, so nothing can run code) plus ``trainer_state.json`` (epoch, best Dice, early-stopping
+counter). Resuming from ``last/`` continues at the next epoch and, with ``train.deterministic`` on CPU, ends with
+the same weights as an uninterrupted run.
+
+Launch on several processes with ``torchrun --standalone --nproc_per_node N -m reclmis_cli.main train ...`` or
+``accelerate launch --multi_gpu --num_processes N -m reclmis_cli.main train ...`` (CPU: gloo; GPU: NCCL).
+
+Subclass and override a hook (``on_train_start``, ``train_step``, ``validation_step``, ``on_epoch_end``,
+``save_checkpoint``, ``load_checkpoint``) to change one stage. Progress goes to an optional callback.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import RunConfig, config_to_dict, save_yaml
+from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from ..metrics.dice import ScoreAccumulator
+from ..models.reclmis import RecLMIS, build_model
+from ..utils import atomic_write_text, seed_everything
+from .checkpoint import read_checkpoint_config, replace_folder, write_checkpoint_files
+from .objective import RecLMISObjective
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "state"
+TRAINER_STATE = "trainer_state.json"
+METRIC_PARTS = ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl")
+
+
+@dataclass
+class ProgressEvent:
+    """What the progress callback receives (main process only)."""
+
+    kind: str  # "start" | "step" | "epoch" | "end"
+    epoch: int  # 1-based epoch in progress (or just finished)
+    epochs: int
+    step: int = 0  # 1-based step within the epoch
+    steps: int = 0  # steps per epoch
+    parts: dict[str, float] = field(default_factory=dict)  # running means of the loss parts this epoch
+    images_per_s: float = 0.0
+    eta_s: float = 0.0  # seconds left for the whole run
+    record: dict[str, float] | None = None  # the metrics.csv row at "epoch"
+    message: str = ""
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_dice: float
+    best_epoch: int
+    epochs_done: int
+    stopped_early: bool
+    skipped_steps: int
+    history: list[dict[str, float]]
+
+
+@dataclass
+class _State:
+    """Trainer counters saved with every checkpoint (JSON)."""
+
+    epoch: int = 0  # completed epochs
+    best_dice: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best (early stopping)
+    skipped_steps: int = 0
+    global_step: int = 0
+
+
+def configure_determinism(enabled: bool) -> None:
+    """Deterministic kernels (tests, exact resume). Costs speed on GPU."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def resolve_text_length(model: RecLMIS, cfg: RunConfig, notes: list[str]) -> int:
+    """Tokens per note: ``cfg.model.text.max_length`` or, when 0, the longest training note (capped).
+
+    Sets ``model.max_length`` and returns the value; warns when notes will be cut.
+    """
+    tower = model.text_encoder
+    if tower is None:
+        return 0
+    counts = [tower.tokenizer.count(n) for n in notes] or [2]
+    longest = max(counts)
+    want = cfg.model.text.max_length
+    if want <= 0:
+        length = min(longest, tower.max_positions)
+        if longest > tower.max_positions:
+            log.warning("%d training notes are longer than the %s encoder's %d positions and will be cut",
+                        sum(c > tower.max_positions for c in counts), cfg.model.text.encoder, tower.max_positions)
+        log.info("text max_length resolved to %d tokens (longest training note: %d)", length, longest)
+    else:
+        length = want
+        n_cut = sum(c > length for c in counts)
+        if n_cut:
+            log.warning("%d of %d training notes exceed model.text.max_length=%d tokens and will be cut "
+                        "(longest: %d); set model.text.max_length=0 to fit them", n_cut, len(counts), length, longest)
+    model.max_length = length
+    return length
+
+
+class Trainer:
+    """Train RecLMIS on a prepared DATA_DIR.
+
+    Args:
+        cfg: the resolved run config.
+        data_dir: folder with ``manifest.csv`` (``train`` and ``val`` splits).
+        run_dir: output folder.
+        resume: continue from ``run_dir/last``.
+        exist_ok: overwrite the run files (config.yaml, metrics.csv, best/, last/) of an existing run folder.
+        progress: optional callback receiving :class:`ProgressEvent` on the main process.
+        cpu: force the CPU even when a GPU is visible (also ``ACCELERATE_USE_CPU=1``).
+
+    Example:
+        >>> cfg = build_config("tiny", overrides={"train": {"epochs": 1}})
+        >>> Trainer(cfg, "data/sample", "runs/demo").fit().best_dice  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data_dir: str | Path,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        exist_ok: bool = False,
+        progress: ProgressFn | None = None,
+        cpu: bool = False,
+    ) -> None:
+        run_dir = Path(run_dir)
+        ours = [run_dir / n for n in ("config.yaml", "metrics.csv", "last", "best")]
+        if resume and not (run_dir / "last").is_dir():
+            raise CheckpointError(f"nothing to resume: {run_dir / 'last'} does not exist")
+        if not resume and not exist_ok and any(p.exists() for p in ours):
+            raise ConfigError(f"run folder {run_dir} already holds a run; pass --resume to continue it, --exist-ok "
+                              "to overwrite it, or --out for a new folder")
+        self.exist_ok = exist_ok
+        self.cfg = cfg
+        self.data_dir = Path(data_dir)
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.progress = progress
+        self.cpu = cpu
+        self.state = _State()
+        self.history: list[dict[str, float]] = []
+        self.accelerator: Any = None
+        self._step = 0
+
+    # -- setup --------------------------------------------------------------------------------------
+
+    def _make_accelerator(self) -> Any:
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
+
+        t = self.cfg.train
+        cpu = self.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        on_gpu = torch.cuda.is_available() and not cpu
+        if t.mixed_precision == "fp16" and not on_gpu:
+            raise ConfigError("train.mixed_precision=fp16 needs a CUDA GPU; on the CPU use bf16 or no")
+        if t.mixed_precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+            raise ConfigError("this GPU does not support bf16; use train.mixed_precision=fp16 or no")
+        kwargs: dict[str, Any] = {}
+        if t.tensorboard:
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            kwargs.update(log_with="tensorboard", project_dir=str(self.run_dir))
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+            # A single process may train several times (notebooks, tests) with other precision/device settings;
+            # Accelerate keeps its state per process, so start from a clean one (never under a launcher).
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(
+            cpu=cpu,
+            mixed_precision=t.mixed_precision,
+            gradient_accumulation_steps=t.grad_accum,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=t.seed),
+            step_scheduler_with_optimizer=True,
+            **kwargs,
+        )
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self.progress is not None and self.is_main:
+            self.progress(event)
+
+    def setup(self) -> None:
+        """Accelerator, data, model, optimizer, scheduler; resolves the text length; writes config.yaml."""
+        from accelerate.utils import broadcast_object_list
+
+        from ..data.dataset import ManifestDataset, collate_fn, read_manifest
+
+        cfg = self.cfg
+        configure_determinism(cfg.train.deterministic)
+        acc = self.accelerator = self._make_accelerator()
+        seed_everything(cfg.train.seed)  # same initial weights on every process
+
+        manifest = read_manifest(self.data_dir)
+        splits = manifest["split"].value_counts().to_dict()
+        for split in ("train", "val"):
+            if not splits.get(split):
+                raise DataError(f"{self.data_dir / 'manifest.csv'} has no '{split}' images; training needs train "
+                                "and val splits (re-run 'reclmis prepare')")
+        train_notes = manifest.loc[manifest["split"] == "train", "note"].fillna("").astype(str).tolist()
+
+        # One process learns the tokenizer (scratch BPE); the others rebuild it from its state.
+        text_state = None
+        if self.resume:  # the tokenizer (scratch BPE vocab) of the run being resumed
+            text_state = read_checkpoint_config(self.run_dir / "last").get("text_state") or {}
+        elif cfg.model.text.encoder == "scratch" and acc.num_processes > 1:
+            holder = [build_model(cfg.model, corpus=train_notes).text_state() if self.is_main else None]
+            text_state = broadcast_object_list(holder)[0]
+            seed_everything(cfg.train.seed)
+        self.raw_model = build_model(cfg.model, corpus=train_notes, text_state=text_state)
+        length = resolve_text_length(self.raw_model, cfg, train_notes)
+        if self.raw_model.text_encoder is not None:
+            self.cfg = cfg = replace(cfg, model=replace(cfg.model, text=replace(cfg.model.text, max_length=length)))
+
+        size, ch = cfg.model.image_size, cfg.model.in_channels
+        with acc.main_process_first():
+            train_ds = ManifestDataset(self.data_dir, "train", size, ch, cfg.data, train=True, seed=cfg.train.seed)
+            val_ds = ManifestDataset(self.data_dir, "val", size, ch, cfg.data, train=False)
+        t = cfg.train
+        loader_gen = torch.Generator().manual_seed(t.seed)
+        train_dl = torch.utils.data.DataLoader(
+            train_ds, batch_size=t.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
+            collate_fn=collate_fn, generator=loader_gen,
+        )
+        val_dl = torch.utils.data.DataLoader(
+            val_ds, batch_size=max(t.batch_size, cfg.infer.batch_size), shuffle=False,
+            num_workers=cfg.data.num_workers, collate_fn=collate_fn,
+        )
+        params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+        self.model, self.optimizer, self.train_dl, self.val_dl = acc.prepare(self.raw_model, optimizer, train_dl, val_dl)
+        self.steps_per_epoch = len(self.train_dl)  # per process
+        # AcceleratedScheduler steps once per process per optimizer step, so count steps over all processes.
+        per_epoch = math.ceil(self.steps_per_epoch / t.grad_accum) * acc.num_processes
+        schedule = _lr_lambda(t.scheduler, per_epoch * t.epochs, per_epoch * t.warmup_epochs)
+        self.scheduler = acc.prepare(torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
+        self.objective = RecLMISObjective(cfg.loss, cfg.model)
+        self.n_train, self.n_val = len(train_ds), len(val_ds)
+        self.train_ds = train_ds
+
+        if self.resume:
+            self.load_checkpoint(self.run_dir / "last")
+        elif self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for old in ("best", "last"):
+                if (self.run_dir / old).is_dir():
+                    shutil.rmtree(self.run_dir / old)
+            (self.run_dir / "metrics.csv").unlink(missing_ok=True)
+            save_yaml(cfg, self.run_dir / "config.yaml")
+        if t.tensorboard:
+            acc.init_trackers("tensorboard", config=_flat(config_to_dict(cfg)))
+        acc.wait_for_everyone()
+        # Different augmentation/dropout streams per process; the resume state restores them per process.
+        if not self.resume:
+            seed_everything(t.seed + acc.process_index)
+
+    # -- hooks ----------------------------------------------------------------------------------------
+
+    def on_train_start(self) -> None:
+        acc = self.accelerator
+        n_params = sum(p.numel() for p in self.raw_model.parameters())
+        n_train = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
+        if self.is_main:
+            log.info(
+                "training %s on %s: %d train / %d val images, %d epochs x %d steps, batch %d x %d process(es) x "
+                "%d accumulation, %s, mixed precision %s, %.2fM params (%.2fM trainable) -> %s",
+                self.cfg.preset, self.data_dir, self.n_train, self.n_val, self.cfg.train.epochs,
+                self.steps_per_epoch, self.cfg.train.batch_size, acc.num_processes, self.cfg.train.grad_accum,
+                acc.device, self.cfg.train.mixed_precision, n_params / 1e6, n_train / 1e6, self.run_dir,
+            )
+        self._emit(ProgressEvent("start", self.state.epoch + 1, self.cfg.train.epochs, steps=self.steps_per_epoch))
+
+    def _inputs(self, batch: dict[str, Any], notes: list[str] | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        image = batch["image"]
+        if self.raw_model.text_encoder is None:
+            return image, None, None
+        tokens = self.raw_model.tokenize(notes if notes is not None else batch["note"])
+        dev = self.accelerator.device
+        return image, tokens.input_ids.to(dev), tokens.attention_mask.to(dev)
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
+        """One forward/backward (and optimizer step at the end of an accumulation cycle).
+
+        Returns the loss parts as floats, or None when the step was skipped for a non-finite loss.
+        """
+        acc = self.accelerator
+        with acc.accumulate(self.model):
+            image, ids, mask = self._inputs(batch)
+            out = self.model(image, ids, mask)
+            parts = self.objective(out, batch["mask"], self.raw_model.logit_scale)
+            loss = parts["loss"]
+            finite = torch.isfinite(loss.detach()).float()
+            if acc.num_processes > 1:  # every process must take the same branch (DDP collectives)
+                finite = acc.reduce(finite.reshape(1), reduction="min")[0]
+            if not bool(finite):
+                return self._nonfinite(parts)
+            acc.backward(loss)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {k: float(v.detach()) for k, v in parts.items()}
+
+    def _nonfinite(self, parts: dict[str, Tensor]) -> None:
+        bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+        where = f"epoch {self.state.epoch + 1}, step {self._step}"
+        if self.cfg.train.on_nonfinite == "stop":
+            raise NonFiniteLossError(
+                f"non-finite loss at {where} ({bad}); the last good checkpoint is in {self.run_dir / 'last'}. "
+                "Lower train.lr, use train.mixed_precision=no, or pass --set train.on_nonfinite=skip to skip such steps"
+            )
+        self.state.skipped_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.is_main:
+            log.warning("skipped step at %s: non-finite loss (%s); %d skipped so far", where, bad,
+                        self.state.skipped_steps)
+        return None
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Binary predictions and targets (uint8, B x H x W) of one validation batch."""
+        image, ids, mask = self._inputs(batch)
+        with self.accelerator.autocast():
+            logits = self.infer_model(image, ids, mask)
+        pred = (torch.sigmoid(logits.float()) > self.cfg.infer.threshold).squeeze(1).to(torch.uint8)
+        return pred, (batch["mask"] > 0.5).squeeze(1).to(torch.uint8)
+
+    def validate(self) -> tuple[float, float]:
+        """Per-image mean Dice and IoU on the val split, identical on every process."""
+        self.model.eval()
+        self.infer_model = self.raw_model.for_inference()
+        scores = ScoreAccumulator()
+        for batch in self.val_dl:
+            pred, target = self.validation_step(batch)
+            pred, target = self.accelerator.gather_for_metrics((pred, target))
+            scores.update(pred.cpu().numpy(), target.cpu().numpy())
+        self.model.train()
+        res = scores.result()
+        return res.dice, res.miou
+
+    def on_epoch_end(self, epoch: int, record: dict[str, float]) -> bool:
+        """Checkpoints, metrics.csv, early stopping. Returns True to stop training."""
+        st = self.state
+        st.epoch = epoch
+        improved = record["val_dice"] > st.best_dice
+        if improved:
+            st.best_dice, st.best_epoch, st.bad_epochs = record["val_dice"], epoch, 0
+        else:
+            st.bad_epochs += 1
+        meta = {"epoch": epoch, "val_dice": record["val_dice"], "val_miou": record["val_miou"],
+                "best_epoch": st.best_epoch, "best_dice": st.best_dice}
+        self.save_checkpoint(self.run_dir / "last", meta)
+        if improved:
+            self.save_checkpoint(self.run_dir / "best", meta)
+        self.history.append(record)
+        if self.is_main:
+            self._write_metrics()
+        if self.cfg.train.tensorboard:
+            self.accelerator.log({f"train/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
+        patience = self.cfg.train.patience
+        if patience and st.bad_epochs >= patience:
+            if self.is_main:
+                log.info("early stopping after epoch %d: val Dice has not improved for %d epochs (best %.4f at "
+                         "epoch %d)", epoch, patience, st.best_dice, st.best_epoch)
+            return True
+        return False
+
+    def save_checkpoint(self, dest: Path, meta: dict[str, Any]) -> None:
+        """Atomically write weights + config.json + state/ (all processes must call this)."""
+        acc = self.accelerator
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        if self.is_main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp / STATE_DIR))
+        if self.is_main:
+            write_checkpoint_files(self.raw_model, self.cfg, tmp, meta)
+            atomic_write_text(tmp / STATE_DIR / TRAINER_STATE, json.dumps(vars(self.state), indent=2))
+            replace_folder(tmp, dest)
+        acc.wait_for_everyone()
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore weights, optimizer, scheduler, RNG states and counters from a checkpoint with state/."""
+        state_dir = folder / STATE_DIR
+        doc = read_checkpoint_config(folder)
+        if not (state_dir / TRAINER_STATE).is_file():
+            raise CheckpointError(f"{folder} has no resume state ({state_dir / TRAINER_STATE}); it cannot be resumed")
+        saved_procs = len(list(state_dir.glob("random_states_*.pkl")))
+        if saved_procs and saved_procs != self.accelerator.num_processes:
+            log.warning("%s was written by %d process(es), resuming with %d: the data order and random streams "
+                        "will differ from an uninterrupted run", folder, saved_procs, self.accelerator.num_processes)
+        if doc.get("max_length") and self.raw_model.text_encoder is not None:
+            self.raw_model.max_length = int(doc["max_length"])
+        self.accelerator.load_state(str(state_dir))
+        self.state = _State(**json.loads((state_dir / TRAINER_STATE).read_text(encoding="utf-8")))
+        self.history = [r for r in _read_metrics(self.run_dir / "metrics.csv") if r["epoch"] <= self.state.epoch]
+        if self.is_main:
+            log.info("resumed %s after epoch %d (best val Dice %.4f at epoch %d)", folder, self.state.epoch,
+                     self.state.best_dice, self.state.best_epoch)
+
+    # -- loop -----------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Train until ``train.epochs`` or early stopping; returns the summary."""
+        self.setup()
+        acc = self.accelerator
+        cfg = self.cfg
+        self.on_train_start()
+        stopped = False
+        t_run = time.perf_counter()
+        start_epoch = self.state.epoch
+        if self.state.epoch >= cfg.train.epochs and self.is_main:
+            log.info("nothing to do: %s already finished %d of %d epochs", self.run_dir, self.state.epoch,
+                     cfg.train.epochs)
+        try:
+            for epoch in range(self.state.epoch + 1, cfg.train.epochs + 1):
+                t0 = time.perf_counter()
+                parts = self.train_epoch(epoch, t_run, start_epoch)
+                val_dice, val_miou = self.validate()
+                record = {"epoch": epoch, **{k: parts[k] for k in METRIC_PARTS if k in parts},
+                          "val_dice": val_dice, "val_miou": val_miou,
+                          "lr": float(self.scheduler.get_last_lr()[0]), "seconds": time.perf_counter() - t0}
+                stopped = self.on_epoch_end(epoch, record)
+                self._emit(ProgressEvent("epoch", epoch, cfg.train.epochs, parts=parts, record=record))
+                if stopped:
+                    break
+        finally:
+            if cfg.train.tensorboard:
+                acc.end_training()
+        self._emit(ProgressEvent("end", self.state.epoch, cfg.train.epochs))
+        return TrainResult(self.run_dir, self.state.best_dice, self.state.best_epoch, self.state.epoch, stopped,
+                           self.state.skipped_steps, list(self.history))
+
+    def train_epoch(self, epoch: int, t_run: float, start_epoch: int) -> dict[str, float]:
+        acc = self.accelerator
+        self.model.train()
+        self.train_dl.set_epoch(epoch)  # sampler order: seed + epoch
+        self.train_ds.set_epoch(epoch)  # augmentation stream: (seed, epoch, index)
+        sums: dict[str, float] = {}
+        n_ok = 0
+        t0 = time.perf_counter()
+        images = 0
+        epochs_left = self.cfg.train.epochs - epoch
+        for step, batch in enumerate(self.train_dl, start=1):
+            self._step = step
+            parts = self.train_step(batch)
+            images += batch["image"].shape[0] * acc.num_processes
+            self.state.global_step += 1
+            if parts is not None:
+                n_ok += 1
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            if self.progress is not None and self.is_main:
+                dt = time.perf_counter() - t0
+                done_epochs = epoch - 1 - start_epoch + step / self.steps_per_epoch
+                per_epoch = (time.perf_counter() - t_run) / max(done_epochs, 1e-9)
+                eta = per_epoch * (epochs_left + 1 - step / self.steps_per_epoch)
+                self._emit(ProgressEvent("step", epoch, self.cfg.train.epochs, step, self.steps_per_epoch,
+                                         {k: v / max(n_ok, 1) for k, v in sums.items()}, images / max(dt, 1e-9), eta))
+        means = {k: v / max(n_ok, 1) for k, v in sums.items()}
+        self._sync_buffers()
+        if acc.num_processes > 1 and means:  # average the epoch's parts over processes
+            keys = sorted(means)
+            vec = acc.reduce(torch.tensor([means[k] for k in keys], device=acc.device), reduction="mean")
+            means = dict(zip(keys, vec.tolist()))
+        return means
+
+    def _sync_buffers(self) -> None:
+        """Average BatchNorm running statistics over processes, so every rank validates and saves one model."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return
+        for buf in self.raw_model.buffers():
+            if buf.is_floating_point():
+                buf.data.copy_(acc.reduce(buf.data.clone(), reduction="mean"))
+
+    def _write_metrics(self) -> None:
+        cols = ["epoch", *[k for k in METRIC_PARTS if any(k in r for r in self.history)],
+                "val_dice", "val_miou", "lr", "seconds"]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in self.history:
+            writer.writerow({k: (int(r[k]) if k == "epoch" else f"{r[k]:.6g}") for k in cols if k in r})
+        atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+
+
+def _read_metrics(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(fh)]
+
+
+def _lr_lambda(kind: str, total: int, warmup: int) -> Callable[[int], float]:
+    def fn(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def train(
+    cfg: RunConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    exist_ok: bool = False,
+    progress: ProgressFn | None = None,
+    cpu: bool = False,
+) -> TrainResult:
+    """Convenience wrapper: ``Trainer(...).fit()``."""
+    return Trainer(cfg, data_dir, run_dir, resume=resume, exist_ok=exist_ok, progress=progress, cpu=cpu).fit()
+
+
+__all__ = ["ProgressEvent", "ProgressFn", "TrainResult", "Trainer", "configure_determinism",
+           "resolve_text_length", "train"]
