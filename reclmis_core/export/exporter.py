@@ -1,0 +1,482 @@
+"""One entry point, one FORMATS table: ``export_model(checkpoint_or_model, fmt, out, verify) -> ExportResult``.
+
+Every format holds the inference graph only (``RecLMIS.for_inference()``): the CVR/CLR reconstructors, the
+W_poi/W_woi heads and the CCL temperature are not in it.
+
+=============  ========================================================================================
+format         what ``out`` becomes
+=============  ========================================================================================
+onnx           folder: ``segmentation.onnx``, ``text_encoder.onnx``, ``reclmis_export.json`` (see onnx.py)
+torch-export   folder: ``segmentation.pt2``, ``text_encoder.pt2`` (torch.export programs, dynamic batch and
+               note length), ``reclmis_export.json``; load with ``torch.export.load(path).module()``
+safetensors    folder: ``model.safetensors`` (inference weights) + ``config.json`` (config with the training-only
+               branches switched off); ``reclmis_core.engine.checkpoint.load_checkpoint`` reads it
+=============  ========================================================================================
+
+Outputs are built in a temporary sibling folder and renamed into place only after (optional) verification
+passed, so a failed export or verification leaves nothing behind.
+
+``verify=True`` runs the export (ONNX Runtime CPU for onnx, the loaded program for torch-export, a rebuilt model
+for safetensors) against eager PyTorch on phantom chest images with different notes at batch 1 and 3, and raises
+``ExportError`` if max |logits diff| > 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import __version__
+from ..config import RunConfig, config_to_dict
+from ..errors import CheckpointError, ConfigError
+from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, export_onnx, onnx_initializer_params, _dims
+
+log = logging.getLogger(__name__)
+
+VERIFY_TOL = 1e-4
+
+# QaTa-COV19-style notes (LViT's extended annotations): used as examples for export tracing, verification, the
+# bench's text input and the vocabulary of a preset-only `tiny` model.
+SAMPLE_NOTES = [
+    "Bilateral pulmonary infection, two infected areas, upper left lung and upper right lung.",
+    "Unilateral pulmonary infection, one infected area, lower right lung.",
+    "Bilateral pulmonary infection, three infected areas, middle left lung and lower left lung and lower right lung.",
+    "Unilateral pulmonary infection, two infected areas, middle left lung and lower left lung.",
+    "Bilateral pulmonary infection, four infected areas, upper left lung and middle left lung and upper right lung "
+    "and lower right lung.",
+    "Unilateral pulmonary infection, one infected area, upper right lung.",
+    "Bilateral pulmonary infection, two infected areas, lower left lung and lower right lung.",
+    "Unilateral pulmonary infection, one infected area, middle left lung.",
+]
+
+
+@dataclass
+class VerifyCase:
+    batch: int
+    notes: list[str]
+    max_abs_diff: float
+
+
+@dataclass
+class VerifyResult:
+    passed: bool
+    tolerance: float
+    max_abs_diff: float
+    backend: str
+    cases: list[VerifyCase] = field(default_factory=list)
+
+
+@dataclass
+class ExportResult:
+    """What ``export_model`` wrote."""
+
+    format: str
+    path: str
+    files: list[str]
+    size_mb: float
+    seconds: float
+    params_exported: int  # parameters in the exported artefact (by name)
+    params_inference: int  # parameters of RecLMIS.for_inference() (segmentation + text encoder)
+    opset: int | None = None
+    exporters: dict[str, str] = field(default_factory=dict)  # graph -> "dynamo" or the fallback and its reason
+    verify: VerifyResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    description: str
+    requires: tuple[str, ...]  # importable modules it needs
+    writer: Callable[..., dict[str, Any]]
+    verifier: Callable[..., VerifyResult]
+
+
+# --------------------------------------------------------------------------------------------------
+# Sample inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def sample_images(cfg: RunConfig, n: int, seed: int = 0) -> Tensor:
+    """Deterministic phantom chest-radiograph-like images, normalised like the data pipeline: (n, C, S, S)."""
+    s, c = cfg.model.image_size, cfg.model.in_channels
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    out = np.empty((n, c, s, s), dtype=np.float32)
+    for i in range(n):
+        img = 60 + 40 * yy  # soft vertical gradient
+        for cx in (0.3, 0.7):  # two lung fields
+            img += 90 * np.exp(-(((xx - cx) / 0.13) ** 2 + ((yy - 0.5) / 0.28) ** 2))
+        for _ in range(rng.integers(1, 4)):  # lesions
+            cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.8), rng.uniform(0.03, 0.08)
+            img += 50 * np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / r**2))
+        img += rng.normal(0, 6, size=img.shape)
+        img = np.clip(img, 0, 255)
+        out[i] = img[None]
+    x = (out / 255.0 - cfg.data.mean) / cfg.data.std
+    return torch.from_numpy(x.astype(np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def latest_checkpoint(root: str | Path = "runs") -> Path:
+    """The newest ``runs/*/best`` checkpoint (CheckpointError if there is none)."""
+    candidates = [p for p in Path(root).glob("*/best") if (p / "config.json").is_file()]
+    if not candidates:
+        raise CheckpointError(f"no checkpoint given and none found under {root}/*/best; pass --checkpoint CKPT")
+    return max(candidates, key=lambda p: (p / "config.json").stat().st_mtime)
+
+
+def resolve_model(
+    checkpoint_or_model: Any, cfg: RunConfig | None = None
+) -> tuple[Any, Any, RunConfig, str | None]:
+    """-> (training model or None, inference model, run config, source checkpoint path or None)."""
+    from ..models import RecLMIS, RecLMISInference
+
+    if isinstance(checkpoint_or_model, (str, Path)):
+        from ..engine.checkpoint import load_checkpoint
+
+        model, run_cfg, _ = load_checkpoint(checkpoint_or_model)
+        return model, model.for_inference(), run_cfg, str(Path(checkpoint_or_model).resolve())
+    if isinstance(checkpoint_or_model, RecLMIS):
+        run_cfg = cfg or RunConfig(model=checkpoint_or_model.cfg)
+        return checkpoint_or_model, checkpoint_or_model.for_inference(), run_cfg, None
+    if isinstance(checkpoint_or_model, RecLMISInference):
+        if cfg is None:
+            raise ConfigError("exporting a RecLMISInference needs its RunConfig (cfg=...)")
+        return None, checkpoint_or_model.eval(), cfg, None
+    raise ConfigError(f"expected a checkpoint folder or a RecLMIS model, got {type(checkpoint_or_model).__name__}")
+
+
+def _numel(module: torch.nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# Sidecar
+# --------------------------------------------------------------------------------------------------
+
+
+def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": "reclmis-onnx" if fmt == "onnx" else "reclmis-torch-export",
+        "format_version": 1,
+        "reclmis_version": __version__,
+        "torch_version": torch.__version__,
+        "opset": body.get("opset"),
+        "graphs": body["graphs"],
+        "text": body.get("text"),
+        "preprocessing": {
+            "image_size": cfg.model.image_size,
+            "in_channels": cfg.model.in_channels,
+            "layout": "NCHW float32",
+            "scale": "x / 255",
+            "mean": cfg.data.mean,
+            "std": cfg.data.std,
+            "normalise": "(x / 255 - mean) / std",
+            "grayscale": f"repeated to {cfg.model.in_channels} channels",
+            "resize": f"to {cfg.model.image_size}x{cfg.model.image_size} (bilinear); undo on the output",
+        },
+        "postprocessing": {"output": "logits", "activation": "sigmoid", "threshold": cfg.infer.threshold},
+        "params": {"segmentation": _numel(inf.seg), "text_encoder": _numel(inf.text_encoder)},
+        "source": {"checkpoint": source, "preset": cfg.preset, "name": cfg.name},
+        "model_config": config_to_dict(cfg.model),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_onnx(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int) -> dict[str, Any]:
+    body = export_onnx(inf, folder, sample_images(cfg, 2, seed=1), SAMPLE_NOTES[:2], opset)
+    doc = _sidecar("onnx", inf, cfg, source, body)
+    (folder / SIDECAR).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    names = {n for n, _ in inf.seg.named_parameters()}
+    count, _ = onnx_initializer_params(folder / body["graphs"]["segmentation"]["file"], names)
+    if inf.text_encoder is not None:
+        tnames = {n for n, _ in inf.text_encoder.named_parameters()}
+        tcount, _ = onnx_initializer_params(folder / body["graphs"]["text_encoder"]["file"], tnames)
+        count += tcount
+    exporters = {k: v["exporter"] for k, v in body["graphs"].items()}
+    return {"params_exported": count, "opset": opset, "exporters": exporters}
+
+
+def _export_program(module: torch.nn.Module, args: tuple[Tensor, ...], dynamic_shapes: dict[str, Any]) -> Any:
+    with torch.no_grad():
+        return torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
+
+
+def _program_params(program: Any) -> int:
+    sig = program.graph_signature
+    return sum(program.state_dict[name].numel() for name in sig.parameters)
+
+
+def _write_torch_export(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int) -> dict[str, Any]:
+    images = sample_images(cfg, 2, seed=1)
+    batch_dim, len_dim = _dims(max(2, inf.max_length))
+    graphs: dict[str, Any] = {}
+    text = None
+    count = 0
+    if inf.seg.uses_text:
+        tok = inf.tokenize(SAMPLE_NOTES[:2])
+        with torch.no_grad():
+            feats = inf.text_encoder(tok.input_ids, tok.attention_mask)
+        tprog = _export_program(inf.text_encoder, (tok.input_ids, tok.attention_mask),
+                                {"input_ids": {0: batch_dim, 1: len_dim}, "attention_mask": {0: batch_dim, 1: len_dim}})
+        torch.export.save(tprog, str(folder / "text_encoder.pt2"))
+        count += _program_params(tprog)
+        graphs["text_encoder"] = {"file": "text_encoder.pt2", "inputs": ["input_ids", "attention_mask"],
+                                  "outputs": ["text_features"], "dynamic_axes": {"input_ids": {"0": "batch", "1": "text_len"},
+                                  "attention_mask": {"0": "batch", "1": "text_len"}}}
+        sprog = _export_program(inf.seg, (images, feats, tok.attention_mask),
+                                {"image": {0: batch_dim}, "text_features": {0: batch_dim, 1: len_dim},
+                                 "text_mask": {0: batch_dim, 1: len_dim}})
+        from .onnx import tokenizer_description
+
+        text = {"encoder": type(inf.text_encoder).__name__, "dim": int(inf.text_encoder.dim),
+                "max_length": int(inf.max_length), "tokenizer": tokenizer_description(inf.text_encoder.tokenizer, folder)}
+        seg_inputs = ["image", "text_features", "text_mask"]
+    else:
+        sprog = _export_program(inf.seg, (images,), {"image": {0: batch_dim}, "text_features": None, "text_mask": None})
+        seg_inputs = ["image"]
+    torch.export.save(sprog, str(folder / "segmentation.pt2"))
+    count += _program_params(sprog)
+    graphs["segmentation"] = {"file": "segmentation.pt2", "inputs": seg_inputs, "outputs": ["logits"],
+                              "dynamic_axes": {n: ({"0": "batch"} if n == "image" else {"0": "batch", "1": "text_len"})
+                                               for n in seg_inputs}}
+    doc = _sidecar("torch-export", inf, cfg, source, {"graphs": graphs, "text": text, "opset": None})
+    (folder / SIDECAR).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    return {"params_exported": count, "opset": None, "exporters": {k: "torch.export" for k in graphs}}
+
+
+def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int) -> dict[str, Any]:
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from ..engine.checkpoint import CONFIG, FORMAT_VERSION, MODEL_CLASS, WEIGHTS
+
+    # The same checkpoint layout with the training-only branches switched off: build_model() then builds exactly
+    # the inference modules, so load_checkpoint() reads this folder and strict key checks still hold.
+    model_cfg = dataclasses.replace(cfg.model, use_cvr=False, use_clr=False, use_ccl=False)
+    run_cfg = dataclasses.replace(cfg, model=model_cfg)
+    state = {}
+    for prefix, module in (("seg.", inf.seg), ("text_encoder.", inf.text_encoder)):
+        if module is not None:
+            state.update({prefix + k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()})
+    tower = inf.text_encoder
+    excluded = tower is not None and tower.pretrained and not any(p.requires_grad for p in tower.parameters())
+    if excluded:  # frozen verified pretrained weights are reloaded from their source, as in checkpoints
+        state = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "reclmis_format_version": str(FORMAT_VERSION),
+                                                         "reclmis_export": "inference"})
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "model_class": MODEL_CLASS,
+        "reclmis_version": __version__,
+        "max_length": inf.max_length,
+        "excluded_weights": "text_encoder" if excluded else None,
+        "text_state": {} if tower is None else tower.extra_state(),
+        "config": config_to_dict(run_cfg),
+        "meta": {"export": "inference weights only (no CVR/CLR/W heads)", "source_checkpoint": source},
+    }
+    (folder / CONFIG).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    params = {n for n, _ in inf.named_parameters()}
+    count = sum(v.numel() for k, v in state.items() if k in params)
+    if excluded:
+        count += _numel(tower)
+    return {"params_exported": count, "opset": None, "exporters": {"model": "safetensors"}}
+
+
+# --------------------------------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------------------------------
+
+
+def _verify_cases(cfg: RunConfig) -> list[tuple[Tensor, list[str]]]:
+    imgs = sample_images(cfg, 4, seed=7)
+    return [(imgs[:1], SAMPLE_NOTES[5:6]), (imgs[1:4], [SAMPLE_NOTES[4], SAMPLE_NOTES[1], SAMPLE_NOTES[6]])]
+
+
+def _eager_logits(inf: Any, images: Tensor, notes: list[str]) -> np.ndarray:
+    with torch.no_grad():
+        if not inf.seg.uses_text:
+            return inf.seg(images).numpy()
+        tok = inf.tokenize(notes)
+        feats = inf.text_encoder(tok.input_ids, tok.attention_mask)
+        return inf.seg(images, feats, tok.attention_mask).numpy()
+
+
+def _compare(inf: Any, cfg: RunConfig, run: Callable[[Tensor, list[str]], np.ndarray], backend: str) -> VerifyResult:
+    cases = []
+    for images, notes in _verify_cases(cfg):
+        ref = _eager_logits(inf, images, notes)
+        got = run(images, notes)
+        diff = float(np.max(np.abs(ref - got))) if got.shape == ref.shape else math.inf
+        cases.append(VerifyCase(batch=images.shape[0], notes=notes if inf.seg.uses_text else [], max_abs_diff=diff))
+    worst = max(c.max_abs_diff for c in cases)
+    return VerifyResult(passed=worst <= VERIFY_TOL, tolerance=VERIFY_TOL, max_abs_diff=worst, backend=backend, cases=cases)
+
+
+def _verify_onnx(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
+    from .runtime import OnnxSegmenter
+
+    rt = OnnxSegmenter(folder, providers=["CPUExecutionProvider"])
+
+    def run(images: Tensor, notes: list[str]) -> np.ndarray:
+        if not rt.uses_text:
+            return rt.segment(images.numpy())
+        feats, mask = rt.encode_text(notes)
+        return rt.segment(images.numpy(), feats, mask)
+
+    return _compare(inf, cfg, run, "onnxruntime-cpu")
+
+
+def _verify_torch_export(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
+    seg = torch.export.load(str(folder / "segmentation.pt2")).module()
+    text = torch.export.load(str(folder / "text_encoder.pt2")).module() if inf.seg.uses_text else None
+
+    def run(images: Tensor, notes: list[str]) -> np.ndarray:
+        with torch.no_grad():
+            if text is None:
+                return seg(images).numpy()
+            tok = inf.tokenize(notes)
+            return seg(images, text(tok.input_ids, tok.attention_mask), tok.attention_mask).numpy()
+
+    return _compare(inf, cfg, run, "torch.export")
+
+
+def _verify_safetensors(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
+    from ..engine.checkpoint import load_checkpoint
+
+    model, _, _ = load_checkpoint(folder)
+    loaded = model.for_inference()
+    if any(m is not None for m in (model.cvr, model.clr, model.interest)):
+        raise ExportError(f"{folder}: the safetensors export rebuilt training-only modules")
+    return _compare(inf, cfg, lambda images, notes: _eager_logits(loaded, images, notes), "eager (reloaded)")
+
+
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat("onnx", "ONNX graphs (segmentation + text encoder) + sidecar JSON; run with ONNX Runtime",
+                     ("onnx", "onnxruntime", "onnxscript"), _write_onnx, _verify_onnx),
+        ExportFormat("torch-export", "torch.export programs (.pt2, dynamic batch and note length) + sidecar JSON",
+                     (), _write_torch_export, _verify_torch_export),
+        ExportFormat("safetensors", "inference weights (model.safetensors) + config.json, loadable as a checkpoint",
+                     (), _write_safetensors, _verify_safetensors),
+    )
+}
+
+
+def _check_requirements(fmt: ExportFormat) -> None:
+    import importlib.util
+
+    missing = [m for m in fmt.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"--format {fmt.name} needs {', '.join(missing)}; install them with: pip install 'reclmis[export]'"
+        )
+
+
+def _folder_files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def export_model(
+    checkpoint_or_model: Any,
+    fmt: str,
+    out: str | Path,
+    verify: bool = False,
+    *,
+    cfg: RunConfig | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> ExportResult:
+    """Export the inference graph of a checkpoint folder or a built model.
+
+    Args:
+        checkpoint_or_model: checkpoint folder, ``RecLMIS`` or ``RecLMISInference`` (then ``cfg`` is needed).
+        fmt: a key of ``FORMATS``: ``onnx``, ``torch-export`` or ``safetensors``.
+        out: output folder (created; an existing one is replaced only when the export succeeded).
+        verify: compare the export against eager PyTorch (batch 1 and 3, different notes); raise ``ExportError``
+            if max |diff| > 1e-4.
+        cfg: the run config when a model object is given (default: the model's own model config).
+        opset: ONNX opset (onnx only).
+
+    Returns:
+        ExportResult with the files, size, parameter counts and the verification details.
+
+    Example:
+        >>> res = export_model("runs/qata/best", "onnx", "exports/qata", verify=True)
+        >>> res.verify.max_abs_diff < 1e-4
+        True
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format '{fmt}'. Available: {', '.join(FORMATS)}")
+    spec = FORMATS[fmt]
+    _check_requirements(spec)
+    start = time.perf_counter()
+    _, inf, run_cfg, source = resolve_model(checkpoint_or_model, cfg)
+    inf = inf.eval()
+    dest = Path(out)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"--out {dest} is a file; {fmt} exports are written to a folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        log.info("exporting the inference graph as %s to %s", fmt, dest)
+        info = spec.writer(inf, run_cfg, tmp, source, opset)
+        result = ExportResult(
+            format=fmt, path=str(dest), files=_folder_files(tmp),
+            size_mb=sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6, seconds=0.0,
+            params_exported=int(info["params_exported"]), params_inference=_numel(inf.seg) + _numel(inf.text_encoder),
+            opset=info["opset"], exporters=info["exporters"],
+        )
+        if result.params_exported != result.params_inference:
+            raise ExportError(
+                f"the {fmt} export holds {result.params_exported} parameters, the inference model "
+                f"{result.params_inference}; refusing to write it"
+            )
+        if verify:
+            log.info("verifying the %s export against eager PyTorch (batch 1 and 3)", fmt)
+            result.verify = spec.verifier(inf, run_cfg, tmp)
+            if not result.verify.passed:
+                raise ExportError(
+                    f"--verify failed: the {fmt} export differs from eager PyTorch by max |diff| "
+                    f"{result.verify.max_abs_diff:.3g} > {VERIFY_TOL:g}; nothing was written to {dest}"
+                )
+        from ..engine.checkpoint import replace_folder
+
+        replace_folder(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def list_formats() -> list[tuple[str, str]]:
+    return [(f.name, f.description) for f in FORMATS.values()]
+

@@ -1,0 +1,240 @@
+"""Run an ONNX export with ONNX Runtime: ``OnnxSegmenter`` (used by ``reclmis predict --backend onnx``).
+
+API::
+
+    from reclmis_core.export.runtime import OnnxSegmenter
+
+    seg = OnnxSegmenter("exports/qata_onnx")            # folder written by `reclmis export --format onnx`
+    seg.uses_text, seg.image_size, seg.in_channels       # from the sidecar reclmis_export.json
+    seg.mean, seg.std, seg.threshold, seg.max_length
+
+    x = seg.preprocess(uint8_images)                     # (B,H,W) or (B,H,W,C) or (B,C,H,W) uint8/float in 0..255,
+                                                         # already resized to image_size -> (B,C,S,S) float32
+    feats, mask = seg.encode_text(["Bilateral pulmonary infection, two infected areas."])
+                                                         # (N,L,D) float32, (N,L) int64; encode a note once ...
+    logits = seg.segment(x, feats, mask)                 # ... and reuse it: (B,1,S,S) float32 logits
+    # feats/mask with N == 1 are broadcast to the B images; otherwise N must equal B.
+    probs = seg.predict_proba(x, notes)                  # convenience: one note per image (or one for all),
+                                                         # each distinct note encoded once; sigmoid probabilities
+
+Image-only exports: ``uses_text`` is False, ``encode_text`` raises, ``segment(x)`` takes the image only.
+
+The tokenizer is rebuilt from the sidecar with reclmis_core's own tokenizer classes (scratch BPE and WordPiece
+vocabularies are embedded in the sidecar, CLIP's BPE comes from ``instant-clip-tokenizer``, Hugging Face
+tokenizers are saved in ``tokenizer/`` next to the graphs), so tokenization is identical to training.
+Preprocessing is ``(x / 255 - mean) / std`` with grayscale repeated to ``in_channels``; resizing and restoring
+the input geometry stay with the caller (reclmis_core.inference).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError
+from .onnx import SEG_FILE, SIDECAR, TEXT_FILE
+
+log = logging.getLogger(__name__)
+
+
+def read_sidecar(folder: str | Path) -> dict[str, Any]:
+    """Read ``reclmis_export.json`` of an export folder (CheckpointError if absent or invalid)."""
+    folder = Path(folder)
+    path = folder / SIDECAR
+    if not path.is_file():
+        raise CheckpointError(
+            f"{folder} is not a reclmis ONNX export: {SIDECAR} is missing (create one with "
+            "`reclmis export --format onnx --out FOLDER`)"
+        )
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if doc.get("format") not in ("reclmis-onnx", "reclmis-torch-export"):
+        raise CheckpointError(f"{path} does not describe a reclmis export")
+    return doc
+
+
+def build_tokenizer(desc: dict[str, Any], folder: Path, max_length: int) -> Any:
+    """Rebuild a ``NoteTokenizer`` from the sidecar's ``text.tokenizer`` section."""
+    kind = desc.get("kind")
+    if kind == "bpe-scratch":
+        from ..models.text.scratch import ScratchTokenizer
+
+        return ScratchTokenizer(desc["tokenizer_json"], max_length)
+    if kind == "clip-bpe":
+        from ..models.text.clip import ClipTokenizer
+
+        return ClipTokenizer()
+    if kind == "wordpiece" and "tokenizer_json" in desc:
+        from tokenizers import Tokenizer
+
+        from ..models.text.minilm import HFTokenizerFile
+
+        rest = {k: v for k, v in desc.items() if k != "tokenizer_json"}
+        return HFTokenizerFile(Tokenizer.from_str(desc["tokenizer_json"]), rest, max_length)
+    if kind == "huggingface":
+        from transformers import AutoTokenizer
+
+        from ..models.text.hf import AutoTokenizerWrapper
+
+        local = folder / desc.get("files", "tokenizer")
+        if not local.is_dir():
+            raise CheckpointError(f"{folder}: tokenizer folder {local.name}/ is missing from the export")
+        return AutoTokenizerWrapper(AutoTokenizer.from_pretrained(str(local), local_files_only=True), desc["source"])
+    raise CheckpointError(f"{folder}: unknown tokenizer kind {kind!r} in {SIDECAR}")
+
+
+def _session(path: Path, providers: Sequence[str] | None, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    available = ort.get_available_providers()
+    chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+
+
+class OnnxSegmenter:
+    """ONNX Runtime inference for a reclmis ONNX export folder (see the module docstring for the API).
+
+    Args:
+        folder: export folder with ``segmentation.onnx`` (+ ``text_encoder.onnx``) and ``reclmis_export.json``.
+        providers: ONNX Runtime execution providers in order of preference (default CPU); unavailable ones are
+            skipped.
+        threads: intra-op threads (default: ONNX Runtime's choice, one per physical core).
+        segmentation_file: use another segmentation graph of the same signature (e.g. an int8 one made by bench).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        segmentation_file: str | Path | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.sidecar = read_sidecar(self.folder)
+        graphs = self.sidecar["graphs"]
+        seg_path = Path(segmentation_file) if segmentation_file else self.folder / graphs["segmentation"]["file"]
+        if not seg_path.is_file():
+            raise CheckpointError(f"{self.folder}: {seg_path.name} is missing")
+        self._seg = _session(seg_path, providers, threads)
+        self.providers = self._seg.get_providers()
+        text = self.sidecar.get("text")
+        self.uses_text = text is not None
+        self._text = None
+        self.tokenizer = None
+        self.max_length = 0
+        if self.uses_text:
+            text_path = self.folder / graphs["text_encoder"]["file"]
+            if not text_path.is_file():
+                raise CheckpointError(f"{self.folder}: {TEXT_FILE} is missing")
+            self._text = _session(text_path, providers, threads)
+            self.max_length = int(text["max_length"])
+            self.tokenizer = build_tokenizer(text["tokenizer"], self.folder, self.max_length)
+        pre = self.sidecar["preprocessing"]
+        self.image_size = int(pre["image_size"])
+        self.in_channels = int(pre["in_channels"])
+        self.mean = float(pre["mean"])
+        self.std = float(pre["std"])
+        self.threshold = float(self.sidecar["postprocessing"]["threshold"])
+
+    # -- preprocessing -------------------------------------------------------------------------------
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        """0..255 images already at ``image_size`` -> normalised float32 (B, C, S, S)."""
+        x = np.asarray(images, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim == 3:
+            x = x[:, None]
+        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.transpose(0, 3, 1, 2)
+        if x.shape[1] == 1 and self.in_channels == 3:
+            x = np.repeat(x, 3, axis=1)
+        elif x.shape[1] == 3 and self.in_channels == 1:
+            x = x.mean(axis=1, keepdims=True)
+        self._check_images(x)
+        return np.ascontiguousarray((x / 255.0 - self.mean) / self.std, dtype=np.float32)
+
+    def _check_images(self, x: np.ndarray) -> None:
+        want = (self.in_channels, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"expected images of shape (B, {want[0]}, {want[1]}, {want[2]}), got {tuple(x.shape)}")
+
+    # -- text ----------------------------------------------------------------------------------------
+
+    def tokenize(self, notes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Notes -> (input_ids, attention_mask), int64 (N, L), padded to the longest note."""
+        if not self.uses_text:
+            raise ValueError("this export is image-only; it takes no notes")
+        batch = self.tokenizer(list(notes), self.max_length)
+        return batch.input_ids.numpy().astype(np.int64), batch.attention_mask.numpy().astype(np.int64)
+
+    def encode_text(self, notes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Notes -> (text_features float32 (N, L, D), text_mask int64 (N, L))."""
+        ids, mask = self.tokenize(notes)
+        (feats,) = self._text.run(["text_features"], {"input_ids": ids, "attention_mask": mask})
+        return feats, mask
+
+    # -- segmentation --------------------------------------------------------------------------------
+
+    def segment(
+        self, images: np.ndarray, features: np.ndarray | None = None, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Preprocessed images (B, C, S, S) float32 (+ text features/mask) -> logits (B, 1, S, S) float32."""
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        self._check_images(x)
+        if not self.uses_text:
+            (logits,) = self._seg.run(["logits"], {"image": x})
+            return logits
+        if features is None or mask is None:
+            raise ValueError("this export is text-guided: pass the features and mask from encode_text()")
+        b = x.shape[0]
+        if features.shape[0] == 1 and b > 1:
+            features = np.repeat(features, b, axis=0)
+            mask = np.repeat(mask, b, axis=0)
+        if features.shape[0] != b:
+            raise ValueError(f"{features.shape[0]} note encodings for {b} images; pass 1 or {b}")
+        feed = {"image": x, "text_features": np.ascontiguousarray(features, dtype=np.float32),
+                "text_mask": np.ascontiguousarray(mask, dtype=np.int64)}
+        (logits,) = self._seg.run(["logits"], feed)
+        return logits
+
+    def predict_proba(self, images: np.ndarray, notes: Sequence[str] | str | None = None) -> np.ndarray:
+        """Preprocessed images + one note per image (or one note for all) -> probabilities (B, 1, S, S).
+
+        Each distinct note is encoded once; images sharing a note are segmented with the same features.
+        """
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        if not self.uses_text:
+            return _sigmoid(self.segment(x))
+        if notes is None:
+            raise ValueError("this export is text-guided: pass a note")
+        notes = [notes] * x.shape[0] if isinstance(notes, str) else list(notes)
+        if len(notes) == 1:
+            notes = notes * x.shape[0]
+        if len(notes) != x.shape[0]:
+            raise ValueError(f"{len(notes)} notes for {x.shape[0]} images")
+        unique = list(dict.fromkeys(notes))
+        out = np.empty((x.shape[0], 1, *x.shape[2:]), dtype=np.float32)
+        for note in unique:
+            idx = [i for i, n in enumerate(notes) if n == note]
+            feats, mask = self.encode_text([note])
+            out[idx] = _sigmoid(self.segment(x[idx], feats, mask))
+        return out
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+__all__ = ["OnnxSegmenter", "build_tokenizer", "read_sidecar", "SEG_FILE", "TEXT_FILE"]
