@@ -102,6 +102,17 @@ def eval_(
             ref = getattr(baseline, key)
             cells += [f"{ref:.4f}", f"{ref - value:+.4f}"]
         table.add_row(*cells)
+    for key, label, n_key in (
+        ("leak_named_side_unnamed_level", "leakage: named lung, unnamed level", "n_unnamed_lesions_named_side"),
+        ("leak_other_side", "leakage: other lung", "n_unnamed_lesions_other_side"),
+    ):
+        value = getattr(result, key)
+        if value is not None:
+            cells = [f"{label} (n={getattr(result, n_key)})", f"{value:.3f}"]
+            if baseline is not None:
+                ref = getattr(baseline, key)
+                cells += [f"{ref:.3f}", f"{ref - value:+.3f}"]
+            table.add_row(*cells)
     out.print(table)
     if text != "as-is":
         if not result.uses_text:

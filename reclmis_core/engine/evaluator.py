@@ -24,6 +24,7 @@ import torch
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..metrics.dice import ScoreAccumulator
+from ..metrics.leakage import LeakageAccumulator
 from ..models.reclmis import RecLMIS
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,16 @@ class EvalResult:
     text: str  # as-is | shuffle | empty
     threshold: float = 0.5
     uses_text: bool = True  # False for an image-only checkpoint (text mode then has no effect)
+    # Leakage (only when the manifest has lesion_labels): share of lesions the note does not name that are
+    # predicted anyway, on a named lung at an unnamed level, and on the other lung (see metrics/leakage.py).
+    leak_named_side_unnamed_level: float | None = None
+    leak_other_side: float | None = None
+    n_unnamed_lesions_named_side: int | None = None
+    n_unnamed_lesions_other_side: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        return {k: v for k, v in out.items() if v is not None or not k.startswith(("leak_", "n_unnamed"))}
 
 
 def shuffled_notes(notes: Sequence[str], seed: int = 0) -> list[str]:
@@ -162,6 +170,7 @@ def evaluate(
     )
     net = model.for_inference().to(dev).eval()
     scores = ScoreAccumulator()
+    leakage = LeakageAccumulator() if ds.has_lesion_labels else None
     rows: list[dict[str, Any]] = []
     done = 0
     for batch in loader:
@@ -181,6 +190,9 @@ def evaluate(
                    "fg_pred": scores.fg_pred[-k + j], "fg_true": scores.fg_true[-k + j]}
             if text_mode != "as-is":
                 row["original_note"] = original[rid]
+            if leakage is not None:
+                leaks = leakage.update(pred[j], target[j], batch["lesion_labels"][j].numpy())
+                row["leaked_named_side"], row["leaked_other_side"] = leaks["same"][1], leaks["other"][1]
             rows.append(row)
         done += k
         if progress is not None:
@@ -188,6 +200,12 @@ def evaluate(
     res = scores.result()
     result = EvalResult(res.dice, res.miou, res.dice_global, res.iou_global, res.n_images, split, checkpoint,
                         text_mode, thr, uses_text)
+    if leakage is not None:
+        leak = leakage.result()
+        result.leak_named_side_unnamed_level = leak.leak_named_side_unnamed_level
+        result.leak_other_side = leak.leak_other_side
+        result.n_unnamed_lesions_named_side = leak.n_named_side_unnamed_level
+        result.n_unnamed_lesions_other_side = leak.n_other_side
     log.info("%s split (%d images, text %s): Dice %.4f, mIoU %.4f", split, res.n_images, text_mode, res.dice,
              res.miou)
     return result, rows

@@ -99,6 +99,13 @@ def test_eval_json_and_known_dice(run_dir, data_dir, tmp_path):
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 6 and set(rows[0]) >= {"id", "note", "dice", "iou", "fg_pred", "fg_true"}
     assert all(float(r["fg_pred"]) == 1.0 for r in rows)
+    # leakage (synthetic data carries lesion_labels): foreground everywhere leaks every unnamed lesion
+    n_same, n_other = doc["n_unnamed_lesions_named_side"], doc["n_unnamed_lesions_other_side"]
+    assert n_same + n_other > 0
+    if n_same:
+        assert doc["leak_named_side_unnamed_level"] == 1.0
+    if n_other:
+        assert doc["leak_other_side"] == 1.0
 
 
 def test_eval_text_shuffle_changes_the_notes(run_dir, data_dir, tmp_path):
