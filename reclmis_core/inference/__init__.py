@@ -1,0 +1,37 @@
+"""Inference on users' own files: batched, note-cached prediction that keeps each input's geometry."""
+
+from .explain import Explanation, render_explanation
+from .predictor import (
+    Failure,
+    InputSpec,
+    NoteTable,
+    Prediction,
+    PredictOptions,
+    Predictor,
+    PredictReport,
+    collect_inputs,
+    find_latest_checkpoint,
+    run_predict,
+    write_prediction,
+)
+from .restore import Geometry, plan_geometry, restore_map, to_model_pixels
+
+__all__ = [
+    "Explanation",
+    "Failure",
+    "Geometry",
+    "InputSpec",
+    "NoteTable",
+    "PredictOptions",
+    "PredictReport",
+    "Prediction",
+    "Predictor",
+    "collect_inputs",
+    "find_latest_checkpoint",
+    "plan_geometry",
+    "render_explanation",
+    "restore_map",
+    "run_predict",
+    "to_model_pixels",
+    "write_prediction",
+]
