@@ -196,7 +196,7 @@ def write_npy(path: Path, arr: np.ndarray) -> None:
 def volume_prob_in_stored_order(prob: np.ndarray, meta: ImageMeta) -> np.ndarray:
     """Display slices (Z, H, W) -> the input's own voxel order for NIfTI (aligned with ``nib.load(..).dataobj``)."""
     if meta.kind == "nifti" and meta.affine is not None:
-        from ..data.io import _display_to_nifti  # the inverse of the reader's reorientation
+        from ..data.io import display_to_nifti  # the inverse of the reader's reorientation
 
-        return _display_to_nifti(prob, meta.affine)
+        return display_to_nifti(prob, meta.affine)
     return prob
