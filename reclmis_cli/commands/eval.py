@@ -103,6 +103,7 @@ def eval_(
             cells += [f"{ref:.4f}", f"{ref - value:+.4f}"]
         table.add_row(*cells)
     for key, label, n_key in (
+        ("dice_counterfactual", "Dice on counterfactual pairs", "n_counterfactual"),
         ("leak_named_side_unnamed_level", "leakage: named lung, unnamed level", "n_unnamed_lesions_named_side"),
         ("leak_other_side", "leakage: other lung", "n_unnamed_lesions_other_side"),
     ):

@@ -55,10 +55,14 @@ class EvalResult:
     leak_other_side: float | None = None
     n_unnamed_lesions_named_side: int | None = None
     n_unnamed_lesions_other_side: int | None = None
+    # Counterfactual pairs (manifest column `pair`: same pixels, two notes, two masks): mean Dice over them.
+    dice_counterfactual: float | None = None
+    n_counterfactual: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        return {k: v for k, v in out.items() if v is not None or not k.startswith(("leak_", "n_unnamed"))}
+        optional = ("leak_", "n_unnamed", "dice_counterfactual", "n_counterfactual")
+        return {k: v for k, v in out.items() if v is not None or not k.startswith(optional)}
 
 
 def shuffled_notes(notes: Sequence[str], seed: int = 0) -> list[str]:
@@ -200,6 +204,11 @@ def evaluate(
     res = scores.result()
     result = EvalResult(res.dice, res.miou, res.dice_global, res.iou_global, res.n_images, split, checkpoint,
                         text_mode, thr, uses_text)
+    if "pair" in ds.frame.columns:
+        in_pair = {i for i, p in zip(ds.ids, ds.frame["pair"]) if isinstance(p, str) and p}
+        cf = [r["dice"] for r in rows if r["id"] in in_pair]
+        if cf:
+            result.dice_counterfactual, result.n_counterfactual = float(np.mean(cf)), len(cf)
     if leakage is not None:
         leak = leakage.result()
         result.leak_named_side_unnamed_level = leak.leak_named_side_unnamed_level
