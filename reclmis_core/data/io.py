@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,11 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "brain": (40.0, 80.0),
 }
 DEFAULT_CT_WINDOW = "lung"
+
+#: Largest 2-D raster read, in pixels: 8192 x 8192 (67 MP, about 3x a large digital mammogram). Larger files
+#: are refused from their header, before any pixel is decoded, so a 10000 x 10000 export cannot exhaust memory
+#: (decoding plus float conversion would need several GB); downscale such images first.
+MAX_RASTER_PIXELS = 8192 * 8192
 
 Window = str | tuple[float, float] | None
 
@@ -176,7 +182,16 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     """PNG/JPEG/TIFF/BMP as stored: gray (H, W), RGB (H, W, 3), RGBA (H, W, 4); 8- or 16-bit."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, lower limit applies
+            opened = Image.open(path)  # lazy: reads the header only
+        with opened as img:
+            w, h = img.size
+            if w * h > MAX_RASTER_PIXELS:
+                raise DataError(
+                    f"{path}: image is {w}x{h} ({w * h / 1e6:.0f} MP), above the {MAX_RASTER_PIXELS / 1e6:.0f} MP "
+                    "limit (8192x8192 pixels) that reclmis reads safely; downscale it first"
+                )
             img.load()
             stored_mode = img.mode
             if img.mode == "P":
@@ -190,8 +205,11 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
             arr = np.asarray(img)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: image is too large to read safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable or corrupt image ({exc})") from None
+    require_finite(arr, path)
     if arr.ndim == 3 and arr.shape[2] == 3:
         mode = "rgb"
     elif arr.ndim == 3 and arr.shape[2] == 4:
@@ -213,6 +231,21 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
         bit_depth=bits,
     )
     return arr, meta
+
+
+def require_finite(arr: np.ndarray, path: str | Path) -> None:
+    """DataError when a float array holds NaN or inf: windowing and scaling would turn them into garbage."""
+    if arr.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(arr)
+    if finite.all():
+        return
+    n_nan = int(np.isnan(arr).sum())
+    n_inf = int(finite.size - finite.sum()) - n_nan
+    raise DataError(
+        f"{path}: {n_nan} NaN and {n_inf} inf value(s) in the pixel data; replace them with a finite value "
+        "(e.g. the background intensity) and retry"
+    )
 
 
 def _dcmread(path: Path, stop_before_pixels: bool = False) -> Any:
@@ -429,6 +462,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
         raise DataError(f"{path}: file not found") from None
     except (ImageFileError, OSError, EOFError, ValueError, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: unreadable NIfTI file ({exc})") from None
+    require_finite(data, path)
     stored_shape = tuple(int(s) for s in data.shape)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

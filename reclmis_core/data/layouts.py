@@ -144,11 +144,19 @@ def read_table(path: Path) -> pd.DataFrame:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: notes file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {not_utf8(exc)}") from None
     except (ValueError, OSError, KeyError, UnicodeDecodeError, pd.errors.ParserError,
             pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: cannot read the notes table ({exc})") from None
     df.columns = [str(c).strip() for c in df.columns]
     return df
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """The message for a notes table in another encoding (hospital exports are often Windows-1252)."""
+    return (f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8 "
+            "(Excel: 'CSV UTF-8') or as .xlsx")
 
 
 def _column(df: pd.DataFrame, path: Path, *names: str, required: bool = True) -> str | None:

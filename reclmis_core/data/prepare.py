@@ -417,7 +417,10 @@ def prepare_dataset(
     problems = list(scan.problems)
     bad_ids = {p.id for p in problems if p.fatal and p.id is not None}
     records = [r for r in scan.records if r.mask is not None and (r.id not in bad_ids or not opt.skip_bad)]
-    staging = make_staging_dir(out)
+    try:
+        staging = make_staging_dir(out)
+    except OSError as exc:  # parent is a file, read-only, full disk...
+        raise DataError(f"{out}: cannot create the output folder ({exc})") from None
     try:
         # Pixel checks run even when structural problems were found, so one run lists everything.
         rows, pixel_problems = _run_pixels(scan, records, staging, opt, progress, volumes)
@@ -440,6 +443,8 @@ def prepare_dataset(
         report.seconds = time.perf_counter() - t0
         write_dataset_json(staging, report.to_dict())
         commit_staging_dir(staging, out)
+    except OSError as exc:  # full disk, quota, permissions changed mid-run: nothing is kept
+        raise DataError(f"{out}: cannot write the prepared data ({exc}); nothing was written") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -67,6 +67,25 @@ def replace_folder(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_folder(dest: str | Path) -> bool:
+    """Undo a :func:`replace_folder` cut short between its two renames (e.g. ``kill -9``), which leaves no
+    ``dest`` but the previous, complete copy as ``.<name>.old-<pid>``: move that copy back. Returns True if so."""
+    dest = Path(dest)
+    if dest.exists():
+        return False
+    olds = [p for p in dest.parent.glob(f".{dest.name}.old-*") if (p / CONFIG).is_file() and (p / WEIGHTS).is_file()]
+    if not olds:
+        return False
+    newest = max(olds, key=lambda p: (p / CONFIG).stat().st_mtime)
+    try:
+        os.replace(newest, dest)
+    except FileNotFoundError:  # another process of the same run restored it first
+        return dest.exists()
+    log.warning("%s was missing after an interrupted checkpoint write; restored the previous copy from %s",
+                dest, newest.name)
+    return True
+
+
 def save_checkpoint(model: RecLMIS, cfg: RunConfig, dest: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Atomically write a checkpoint folder at ``dest``."""
     dest = Path(dest)

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
 from ..utils import atomic_write_text, seed_everything
-from .checkpoint import read_checkpoint_config, replace_folder, write_checkpoint_files
+from .checkpoint import read_checkpoint_config, recover_folder, replace_folder, write_checkpoint_files
 from .objective import RecLMISObjective
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,9 @@ class Trainer:
     ) -> None:
         run_dir = Path(run_dir)
         ours = [run_dir / n for n in ("config.yaml", "metrics.csv", "last", "best")]
+        if resume:  # a kill -9 between the two renames of a checkpoint write leaves the previous copy aside
+            for name in ("last", "best"):
+                recover_folder(run_dir / name)
         if resume and not (run_dir / "last").is_dir():
             raise CheckpointError(f"nothing to resume: {run_dir / 'last'} does not exist")
         if not resume and not exist_ok and any(p.exists() for p in ours):
@@ -435,8 +439,20 @@ class Trainer:
                         "will differ from an uninterrupted run", folder, saved_procs, self.accelerator.num_processes)
         if doc.get("max_length") and self.raw_model.text_encoder is not None:
             self.raw_model.max_length = int(doc["max_length"])
-        self.accelerator.load_state(str(state_dir))
-        self.state = _State(**json.loads((state_dir / TRAINER_STATE).read_text(encoding="utf-8")))
+        try:
+            # accelerate loads optimizer/scheduler/RNG files with torch.load(weights_only=True): a file holding
+            # code (a crafted pickle) raises UnpicklingError here instead of running.
+            self.accelerator.load_state(str(state_dir))
+        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"{state_dir}: the resume state is incomplete, corrupt or not plain tensors ({reason}); refused "
+                "without running anything from it. Resume from an intact run or start a new one"
+            ) from None
+        try:
+            self.state = _State(**json.loads((state_dir / TRAINER_STATE).read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{state_dir / TRAINER_STATE}: not a reclmis trainer state ({exc})") from None
         self.history = [r for r in _read_metrics(self.run_dir / "metrics.csv") if r["epoch"] <= self.state.epoch]
         if self.is_main:
             log.info("resumed %s after epoch %d (best val Dice %.4f at epoch %d)", folder, self.state.epoch,

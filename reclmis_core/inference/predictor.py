@@ -238,7 +238,11 @@ class NoteTable:
                 df = pd.read_excel(self.path, dtype=str)
             else:
                 df = pd.read_csv(self.path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        except UnicodeDecodeError as exc:
+            from ..data.layouts import not_utf8
+
+            raise DataError(f"{self.path}: {not_utf8(exc)}") from None
+        except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             raise DataError(f"{self.path}: cannot read the notes table ({exc})") from None
         cols = [str(c).strip() for c in df.columns]
         df.columns = cols
@@ -794,7 +798,10 @@ def run_predict(
     """Predict every input, write its files into ``out_dir`` and ``predictions.json``; never raises for one
     bad input (it becomes a Failure and writes nothing)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out_dir}: cannot create the output folder ({exc})") from None
     if not 0.0 < opts.threshold < 1.0:
         raise ConfigError(f"--threshold must lie in (0, 1), got {opts.threshold}")
     if opts.format not in FORMATS:
@@ -837,7 +844,11 @@ def run_predict(
         "failed": [{"input": f.input, "error": f.error} for f in failed],
     }
     json_path = out_dir / "predictions.json"
-    atomic_write_text(json_path, json.dumps(doc, indent=2))
+    try:
+        atomic_write_text(json_path, json.dumps(doc, indent=2))
+    except OSError as exc:  # the masks written so far are complete; only the summary is missing
+        raise DataError(f"{json_path}: cannot write the results summary ({exc}); {len(entries)} input(s) were "
+                        f"written to {out_dir}") from None
     json_set = OutputSet(out_dir, "predictions")
     json_set.files["json"] = json_path
     json_set.publish()
