@@ -225,19 +225,31 @@ def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``base`` recursively (neither is modified)."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
 
 
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from a (possibly partial) nested dict; unknown keys raise ConfigError."""
-    merged = _deep_merge(config_to_dict(RunConfig()), data)
+    merged = deep_merge(config_to_dict(RunConfig()), data)
     cfg = _from_dict(RunConfig, merged)
     validate_config(cfg)
     return cfg
@@ -288,8 +300,8 @@ def build_config(
     name = preset or file_data.get("preset") or "paper"
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'. Available: {', '.join(preset_names())}")
-    data = _deep_merge(PRESETS[name], file_data)
-    data = _deep_merge(data, overrides or {})
+    data = deep_merge(PRESETS[name], file_data)
+    data = deep_merge(data, overrides or {})
     data["preset"] = name
     return config_from_dict(data)
 

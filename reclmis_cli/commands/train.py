@@ -10,7 +10,15 @@ from typing import Any
 
 import typer
 
-from reclmis_core.config import RunConfig, build_config, config_from_dict, load_yaml, parse_overrides
+from reclmis_core.config import (
+    RunConfig,
+    build_config,
+    config_from_dict,
+    deep_merge,
+    flatten,
+    load_yaml,
+    parse_overrides,
+)
 from reclmis_core.errors import ConfigError
 
 from ..console import console, handle_errors, is_interactive
@@ -20,23 +28,6 @@ log = logging.getLogger("reclmis_cli.train")
 ABLATABLE = ("cvr", "clr", "ccl")
 # Options that may change when a run is resumed; anything else must match the run's config.
 RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.tensorboard", "train.on_nonfinite", "train.log_every"}
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def parse_text_encoder(spec: str) -> dict[str, Any]:
@@ -98,9 +89,9 @@ def resolve_run_config(
     recipe = get_recipe(dataset) if dataset else None
     file_data = load_yaml(config) if config else {}
     name = preset or file_data.get("preset") or (recipe.preset if recipe else None) or "paper"
-    overrides = _merge(recipe_overrides(recipe, name), {k: v for k, v in file_data.items() if k != "preset"})
-    overrides = _merge(overrides, parse_overrides(sets))
-    overrides = _merge(overrides, flags)
+    overrides = deep_merge(recipe_overrides(recipe, name), {k: v for k, v in file_data.items() if k != "preset"})
+    overrides = deep_merge(overrides, parse_overrides(sets))
+    overrides = deep_merge(overrides, flags)
     if dataset:
         data_dir = resolve_dataset(dataset, main_process_first=PartialState(cpu=cpu).main_process_first)
     elif data is not None:
@@ -112,7 +103,7 @@ def resolve_run_config(
                           "(a folder made by 'reclmis prepare')")
     if not (data_dir / "manifest.csv").is_file():
         raise ConfigError(f"{data_dir} has no manifest.csv; prepare it first: reclmis prepare SRC --out {data_dir}")
-    overrides = _merge(overrides, {"data": {"root": str(data_dir.resolve())}})
+    overrides = deep_merge(overrides, {"data": {"root": str(data_dir.resolve())}})
     cfg = build_config(name, None, overrides)
     run_name = f"{dataset or data_dir.resolve().name}-{name}"
     if cfg.model.text.encoder == "none":
@@ -133,19 +124,19 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     if not last.is_dir():
         raise ConfigError(f"nothing to resume: {last} does not exist (train without --resume first)")
     saved = read_checkpoint_config(last)["config"]
-    flat_saved = _flat(saved)
-    changed = {k: v for k, v in _flat(overrides).items()
+    flat_saved = flatten(saved)
+    changed = {k: v for k, v in flatten(overrides).items()
                if k not in RESUMABLE_KEYS and k != "data.root" and flat_saved.get(k, object()) != v}
     if changed:
         k, v = next(iter(changed.items()))
         raise ConfigError(f"--resume continues {run_dir} with its own config; {k}={v!r} differs from its "
                           f"{flat_saved.get(k)!r} (only {', '.join(sorted(RESUMABLE_KEYS))} may change). "
                           "Start a new run with --out instead")
-    keep = {k: v for k, v in _flat(overrides).items() if k in RESUMABLE_KEYS}
+    keep = {k: v for k, v in flatten(overrides).items() if k in RESUMABLE_KEYS}
     data = saved
     for dotted, value in keep.items():
         a, b = dotted.split(".")
-        data = _merge(data, {a: {b: value}})
+        data = deep_merge(data, {a: {b: value}})
     return config_from_dict(data)
 
 
@@ -239,15 +230,15 @@ def train(
         raise ConfigError("--resume continues a run and --exist-ok overwrites it; pass one of them")
     if resume and out is not None and not (dataset or data or preset or config):
         # `reclmis train --resume --out RUN_DIR`: everything comes from the run itself
-        cfg = resume_config(out, _merge(parse_overrides(set_), flags))
+        cfg = resume_config(out, deep_merge(parse_overrides(set_), flags))
         data_dir, run_dir = Path(cfg.data.root or ""), out
     else:
         cfg, data_dir, run_name = resolve_run_config(dataset=dataset, data=data, preset=preset, config=config,
                                                      sets=set_, flags=flags, cpu=cpu)
         run_dir = out or Path("runs") / run_name
         if resume:
-            user = _merge(parse_overrides(set_), flags)
-            cfg = resume_config(run_dir, _merge(user, {"data": {"root": cfg.data.root}}))
+            user = deep_merge(parse_overrides(set_), flags)
+            cfg = resume_config(run_dir, deep_merge(user, {"data": {"root": cfg.data.root}}))
     progress = _Progress(cfg.train.log_every, quiet)
     t0 = time.perf_counter()
     try:

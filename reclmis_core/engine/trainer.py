@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import RunConfig, config_to_dict, save_yaml
+from ..config import RunConfig, config_to_dict, flatten, save_yaml
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
@@ -294,7 +294,9 @@ class Trainer:
             (self.run_dir / "metrics.csv").unlink(missing_ok=True)
             save_yaml(cfg, self.run_dir / "config.yaml")
         if t.tensorboard:
-            acc.init_trackers("tensorboard", config=_flat(config_to_dict(cfg)))
+            acc.init_trackers("tensorboard", config={
+                k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                for k, v in flatten(config_to_dict(cfg)).items()})
         acc.wait_for_everyone()
         # Different augmentation/dropout streams per process; the resume state restores them per process.
         if not self.resume:
@@ -563,16 +565,6 @@ def _lr_lambda(kind: str, total: int, warmup: int) -> Callable[[int], float]:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return fn
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
 
 
 def train(
