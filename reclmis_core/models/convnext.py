@@ -42,6 +42,9 @@ class ConvNextImageEncoder(nn.Module):
                 raise CheckpointError(f"could not load ConvNeXt weights from '{weights}': {exc}") from None
             finally:
                 hf_logging.set_verbosity(level)
+        # The final LayerNorm only normalises the pooled classification feature, which a segmentation encoder
+        # never uses: drop it so every parameter is in the graph (exports count parameters).
+        self.model.layernorm = nn.Identity()
         sizes = tuple(self.model.config.hidden_sizes)
         self.out_channels = sizes
         self.strides = (4, 8, 16, 32)
