@@ -565,21 +565,3 @@ def _lr_lambda(kind: str, total: int, warmup: int) -> Callable[[int], float]:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return fn
-
-
-def train(
-    cfg: RunConfig,
-    data_dir: str | Path,
-    run_dir: str | Path,
-    *,
-    resume: bool = False,
-    exist_ok: bool = False,
-    progress: ProgressFn | None = None,
-    cpu: bool = False,
-) -> TrainResult:
-    """Convenience wrapper: ``Trainer(...).fit()``."""
-    return Trainer(cfg, data_dir, run_dir, resume=resume, exist_ok=exist_ok, progress=progress, cpu=cpu).fit()
-
-
-__all__ = ["ProgressEvent", "ProgressFn", "TrainResult", "Trainer", "configure_determinism",
-           "resolve_text_length", "train"]

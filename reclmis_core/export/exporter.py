@@ -168,17 +168,13 @@ def resolve_model(
     raise ConfigError(f"expected a checkpoint folder or a RecLMIS model, got {type(checkpoint_or_model).__name__}")
 
 
-def _record_colour(folder: Path, checkpoint_or_model: Any) -> None:
-    """Copy the checkpoint's preprocessing colour flag (trained on RGB, else luminance) into the sidecar."""
-    sidecar = folder / SIDECAR
-    if not sidecar.is_file() or not isinstance(checkpoint_or_model, (str, Path)):
-        return
+def _checkpoint_colour(source: str | None) -> bool:
+    """The checkpoint's preprocessing colour flag (trained on RGB, else luminance); False for in-memory models."""
+    if source is None:
+        return False
     from ..engine.checkpoint import read_checkpoint_config
 
-    colour = bool((read_checkpoint_config(checkpoint_or_model).get("meta") or {}).get("colour", False))
-    doc = json.loads(sidecar.read_text(encoding="utf-8"))
-    doc["preprocessing"]["colour"] = colour
-    sidecar.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    return bool((read_checkpoint_config(source).get("meta") or {}).get("colour", False))
 
 
 def _numel(module: torch.nn.Module | None) -> int:
@@ -202,6 +198,7 @@ def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, body: dict[
         "preprocessing": {
             "image_size": cfg.model.image_size,
             "in_channels": cfg.model.in_channels,
+            "colour": _checkpoint_colour(source),
             "layout": "NCHW float32",
             "scale": "x / 255",
             "mean": cfg.data.mean,
@@ -461,7 +458,6 @@ def export_model(
     try:
         log.info("exporting the inference graph as %s to %s", fmt, dest)
         info = spec.writer(inf, run_cfg, tmp, source, opset)
-        _record_colour(tmp, checkpoint_or_model)
         result = ExportResult(
             format=fmt, path=str(dest), files=_folder_files(tmp),
             size_mb=sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6, seconds=0.0,
