@@ -49,6 +49,8 @@ class ModelConfig:
     coords: bool = False  # (bool) add x/y coordinate channels (input and decoder) so spatial words bind to place
     # Conditioned interaction (CI, Sec. III-B)
     ci_attention: str = "cross"  # (str) cross (paper) | self (Table V ablation: no cross-modal exchange)
+    ci_order: str = "paper"  # (str) paper: V' = attn(V -> E) (Sec. III-B) | reference: V' = attn(V -> E') (public code)
+    ci_residual: bool = False  # (bool) V' = V + attn(...): the bottleneck keeps the image features (off: paper)
     ci_heads: int = 4  # (int) heads of each CI attention (the reference uses 4)
     dropout: float = 0.1  # (float) dropout in CI and reconstruction attention
     # Auxiliary branches and their conditions (Tables III, IV)
@@ -58,6 +60,7 @@ class ModelConfig:
     cvr_condition: bool = True  # (bool) weight CVR attention/loss by W_woi / W_poi
     clr_condition: bool = True  # (bool) weight CLR attention/loss by W_poi / W_woi
     ccl_condition: bool = True  # (bool) weight CCL similarity by W_poi and W_woi (else plain means)
+    ccl_same_note: bool = True  # (bool) images of a batch with the same note are CCL positives (paper: negatives)
     condition_mode: str = "reference"  # (str) reference: weight attention after softmax; literal: Eq. 7/9
     recon_attention: str = "cross"  # (str) cross (paper) | self (Table V: masked query attends to itself)
     recon_layers: int = 3  # (int) layers per decoder stack of each reconstructor (paper: 3; ref. QaTa: 4)
@@ -65,6 +68,7 @@ class ModelConfig:
     recon_ffn_ratio: int = 2  # (int) feed-forward width / model width in reconstruction layers
     recon_causal: bool = False  # (bool) reference quirk: causal mask in reconstruction self-attention
     recon_target: str = "paper"  # (str) paper: targets V and E; reference: targets V' and raw text features
+    recon_detach: bool = True  # (bool) stop-gradient on the CVR/CLR targets, so they cannot be flattened to fit
     mask_strategy: str = "dist"  # (str) dist (sample by W) | random | topk
     image_mask_ratio: float = 0.5  # (float) share of patches masked for CVR (alpha_v)
     text_mask_ratio: float = 0.3  # (float) share of valid tokens masked for CLR (alpha_t)
@@ -108,6 +112,7 @@ class TrainConfig:
     deterministic: bool = False  # (bool) deterministic kernels (tests, exact resume)
     patience: int = 0  # (int) early stopping after this many epochs without better val Dice; 0 = off
     on_nonfinite: str = "stop"  # (str) stop | skip: what a NaN/inf loss does (skips are counted and logged)
+    note_dropout: float = 0.0  # (float) share of batches trained with an empty note and every lesion as target
     log_every: int = 10  # (int) steps between progress log lines when output is not a terminal
     tensorboard: bool = False  # (bool) log to TensorBoard through Accelerate trackers
 
@@ -146,7 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "recon_heads": 4,
             "text": {"encoder": "scratch", "freeze": False, "width": 64, "layers": 2, "heads": 4},
         },
-        "train": {"epochs": 30, "batch_size": 8, "lr": 3e-3},
+        "train": {"epochs": 30, "batch_size": 8, "lr": 1e-3},
     },
 }
 # Beyond the paper: the note also conditions every decoder stage, and coordinate channels let spatial words
@@ -321,6 +326,7 @@ _CHOICES = {
     "model.guide": ("film", "attention"),
     "model.image_encoder": ("unet", "convnext-tiny"),
     "model.ci_attention": ("cross", "self"),
+    "model.ci_order": ("paper", "reference"),
     "model.recon_attention": ("cross", "self"),
     "model.condition_mode": ("reference", "literal"),
     "model.recon_target": ("paper", "reference"),

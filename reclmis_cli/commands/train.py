@@ -117,13 +117,13 @@ def resolve_run_config(
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The config of the run being resumed; explicit options may only change RESUMABLE_KEYS."""
-    from reclmis_core.engine.checkpoint import read_checkpoint_config, recover_folder
+    from reclmis_core.engine.checkpoint import checkpoint_run_config, read_checkpoint_config, recover_folder
 
     last = run_dir / "last"
     recover_folder(last)  # a kill -9 between the two renames of a checkpoint write left the old copy aside
     if not last.is_dir():
         raise ConfigError(f"nothing to resume: {last} does not exist (train without --resume first)")
-    saved = read_checkpoint_config(last)["config"]
+    saved = checkpoint_run_config(read_checkpoint_config(last))
     flat_saved = flatten(saved)
     changed = {k: v for k, v in flatten(overrides).items()
                if k not in RESUMABLE_KEYS and k != "data.root" and flat_saved.get(k, object()) != v}

@@ -530,11 +530,15 @@ def _reconciliation(model: Any, run_cfg: RunConfig, params_infer: int, params_te
         return ["reference figures (core issue) apply to the paper preset (224 px, base 64, CLIP) only"]
     lines = []
     conv_e = count_params(model.interest.text_conv) if model.interest is not None else 0
+    # With the paper's CI order V' does not depend on E', so E''s attention is training-only too.
+    attn_e = count_params(model.text_update) if model.text_update is not None else 0
+    attn_note = (f" and, with the paper's CI order (V' from E, not E'), the attention that computes E' "
+                 f"({attn_e / 1e6:.3f} M)") if attn_e else ""
     lines.append(
         f"inference path without text encoder: ours {params_infer / 1e6:.3f} M; the reference's "
         f"{REFERENCE['infer_no_text_m']} M also counts a Conv-BN-ReLU on E' ({conv_e / 1e6:.3f} M) that only feeds "
-        f"W_woi in training (our training-only `interest` module): {params_infer / 1e6:.3f} + {conv_e / 1e6:.3f} = "
-        f"{(params_infer + conv_e) / 1e6:.3f} M"
+        f"W_woi in training (our training-only `interest` module){attn_note}: {params_infer / 1e6:.3f} + "
+        f"{(conv_e + attn_e) / 1e6:.3f} = {(params_infer + conv_e + attn_e) / 1e6:.3f} M"
     )
     lines.append(f"CLIP text tower: ours {params_text / 1e6:.3f} M vs reference {REFERENCE['clip_text_m']} M")
     recon = count_params(model.cvr) + count_params(model.clr)

@@ -24,13 +24,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..config import RunConfig, config_from_dict, config_to_dict
+from ..config import RunConfig, config_from_dict, config_to_dict, deep_merge
 from ..errors import CheckpointError, ReclmisError
 from ..models import RecLMIS, build_model
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 (reclmis 0.1) had no model.ci_order: its CI always ran the reference order.
+_DEFAULTS_BEFORE = {1: {"model": {"ci_order": "reference"}}}
 MODEL_CLASS = "RecLMIS"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -128,6 +130,11 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def checkpoint_run_config(doc: dict[str, Any]) -> dict[str, Any]:
+    """The run config of a ``config.json`` document, with the defaults of its format version filled in."""
+    return deep_merge(_DEFAULTS_BEFORE.get(doc.get("format_version"), {}), doc["config"])
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[RecLMIS, RunConfig, dict[str, Any]]:
     """Rebuild the model from a checkpoint folder and load its weights (safetensors only).
 
@@ -137,7 +144,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[RecLMI
     folder = Path(path)
     doc = read_checkpoint_config(folder)
     try:
-        cfg = config_from_dict(doc["config"])
+        cfg = config_from_dict(checkpoint_run_config(doc))
     except ReclmisError as exc:
         raise CheckpointError(f"{folder}: its config does not fit this reclmis version: {exc}") from None
     model = build_model(cfg.model, text_state=doc.get("text_state") or {})

@@ -55,11 +55,21 @@ def conditioned_similarity(
     return 0.5 * (s_img + s_txt)
 
 
-def conditioned_contrastive_loss(similarity: Tensor, logit_scale: Tensor) -> Tensor:
-    """Eq. 6 with the logits S / tau inside the exponent (as printed, tau would cancel), both directions."""
+def conditioned_contrastive_loss(similarity: Tensor, logit_scale: Tensor, groups: Tensor | None = None) -> Tensor:
+    """Eq. 6 with the logits S / tau inside the exponent (as printed, tau would cancel), both directions.
+
+    ``groups`` (B,) gives images whose notes are the same text the same id: each such pair is a positive, with
+    the target spread evenly over the positives, instead of a false negative (a batch of phantoms or of QaTa
+    images often holds the same note several times). Without ``groups`` only the diagonal is positive.
+    """
     logits = similarity * logit_scale.exp()
-    labels = torch.arange(similarity.shape[0], device=similarity.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    n = similarity.shape[0]
+    if groups is None:
+        target = torch.eye(n, device=similarity.device, dtype=logits.dtype)
+    else:
+        target = (groups[:, None] == groups[None, :]).to(logits.dtype)
+    target = target / target.sum(1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
 class RecLMISObjective:
@@ -69,7 +79,10 @@ class RecLMISObjective:
         self.w = loss_cfg
         self.m = model_cfg
 
-    def __call__(self, out: RecLMISOutput, masks: Tensor, logit_scale: Tensor | None = None) -> dict[str, Tensor]:
+    def __call__(
+        self, out: RecLMISOutput, masks: Tensor, logit_scale: Tensor | None = None, note_groups: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Loss parts; ``note_groups`` (B,) marks images that share a note (see conditioned_contrastive_loss)."""
         logits = out.logits.float()
         dice = soft_dice_loss(torch.sigmoid(logits), masks)
         bce = F.binary_cross_entropy_with_logits(logits, masks)
@@ -93,7 +106,8 @@ class RecLMISObjective:
             sim = conditioned_similarity(
                 out.image_tokens.float(), out.text_tokens.float(), w_poi, w_woi, out.text_valid
             )
-            parts["ccl"] = conditioned_contrastive_loss(sim, logit_scale.float())
+            groups = note_groups if self.m.ccl_same_note else None
+            parts["ccl"] = conditioned_contrastive_loss(sim, logit_scale.float(), groups)
             total = total + self.w.ccl * parts["ccl"]
         parts["loss"] = total
         return parts

@@ -326,6 +326,25 @@ class Trainer:
         dev = self.accelerator.device
         return image, tokens.input_ids.to(dev), tokens.attention_mask.to(dev)
 
+    def _notes_and_target(self, batch: dict[str, Any]) -> tuple[list[str], Tensor]:
+        """The batch's notes and masks, or, for a ``train.note_dropout`` share of the batches, empty notes and
+        every lesion as the target (the image-only answer), so the model also works without a note.
+
+        The draw depends only on (seed, global step), so a resumed run repeats it exactly.
+        """
+        t = self.cfg.train
+        notes = list(batch["note"])
+        if t.note_dropout <= 0 or self.raw_model.text_encoder is None:
+            return notes, batch["mask"]
+        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.state.global_step)
+        if float(torch.rand((), generator=gen)) >= t.note_dropout:
+            return notes, batch["mask"]
+        target = batch["mask"]
+        labels = batch.get("lesion_labels")  # every lesion, named or not (synthetic data); else the mask
+        if labels is not None:
+            target = torch.maximum(target, (labels > 0).to(target.dtype).unsqueeze(1))
+        return [""] * len(notes), target
+
     def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
         """One forward/backward (and optimizer step at the end of an accumulation cycle).
 
@@ -333,9 +352,10 @@ class Trainer:
         """
         acc = self.accelerator
         with acc.accumulate(self.model):
-            image, ids, mask = self._inputs(batch)
+            notes, target = self._notes_and_target(batch)
+            image, ids, mask = self._inputs(batch, notes)
             out = self.model(image, ids, mask)
-            parts = self.objective(out, batch["mask"], self.raw_model.logit_scale)
+            parts = self.objective(out, target, self.raw_model.logit_scale, note_groups(notes, target.device))
             loss = parts["loss"]
             finite = torch.isfinite(loss.detach()).float()
             if acc.num_processes > 1:  # every process must take the same branch (DDP collectives)
@@ -545,6 +565,12 @@ class Trainer:
         for r in self.history:
             writer.writerow({k: (int(r[k]) if k == "epoch" else f"{r[k]:.6g}") for k in cols if k in r})
         atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+
+
+def note_groups(notes: list[str], device: torch.device) -> Tensor:
+    """(B,) ids, equal where two notes are the same text."""
+    index: dict[str, int] = {}
+    return torch.tensor([index.setdefault(n, len(index)) for n in notes], device=device)
 
 
 def _read_metrics(path: Path) -> list[dict[str, float]]:

@@ -195,6 +195,7 @@ def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, body: dict[
         "opset": body.get("opset"),
         "graphs": body["graphs"],
         "text": body.get("text"),
+        "note_optional": inf.seg.uses_text and cfg.train.note_dropout > 0,
         "preprocessing": {
             "image_size": cfg.model.image_size,
             "in_channels": cfg.model.in_channels,

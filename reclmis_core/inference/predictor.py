@@ -342,6 +342,7 @@ class _TorchBackend:
         self.device = device
         self.explain = explain
         self.uses_text = model.seg.uses_text
+        self.note_optional = self.uses_text and cfg.train.note_dropout > 0  # trained to work without a note too
         self.image_size = cfg.model.image_size
         self.in_channels = cfg.model.in_channels
         self.mean, self.std = float(cfg.data.mean), float(cfg.data.std)
@@ -388,6 +389,7 @@ class _OnnxBackend:
         self.in_channels = int(self.seg.in_channels)
         self.mean, self.std = float(self.seg.mean), float(self.seg.std)
         self.uses_text = bool(self.seg.uses_text)
+        self.note_optional = bool(self.seg.sidecar.get("note_optional", False))
         self.colour = bool(self.seg.sidecar.get("preprocessing", {}).get("colour", False))
         self.tokenizer = self.seg.tokenizer
         self.max_length = int(self.seg.max_length)
@@ -463,6 +465,11 @@ class Predictor:
     @property
     def uses_text(self) -> bool:
         return self.backend.uses_text
+
+    @property
+    def note_optional(self) -> bool:
+        """True when the model was trained to segment without a note as well (``train.note_dropout``)."""
+        return self.backend.note_optional
 
     @property
     def image_size(self) -> int:
@@ -563,7 +570,8 @@ class Predictor:
         """Predict ``(input, note)`` pairs; yields a :class:`Prediction` or a :class:`Failure` per input.
 
         Images and slices from consecutive inputs share batches. A text-guided model needs a non-empty note
-        for each input (a Failure otherwise); an image-only model ignores notes.
+        for each input (a Failure otherwise) unless it was trained with ``train.note_dropout`` (then no note
+        gives the image-only answer, every lesion); an image-only model ignores notes.
         """
         jobs = list(jobs)
         total = len(jobs) if total is None else total
@@ -598,7 +606,7 @@ class Predictor:
         for idx, (spec, note) in enumerate(jobs):
             note = (note or "").strip()
             t0 = time.perf_counter()
-            if self.uses_text and not note:
+            if self.uses_text and not note and not self.note_optional:
                 done_count += 1
                 if progress:
                     progress(done_count, total, spec.stem)

@@ -22,29 +22,48 @@ class PatchEmbedding(nn.Module):
         return self.dropout(self.proj(x).flatten(2).transpose(1, 2) + self.pos)
 
 
-class ConditionedInteraction(nn.Module):
-    """E' = attn(E -> V) (vision-to-text), then V' = attn(V -> E') (text-to-vision, reference order).
+def text_update(attn: Attention, text: Tensor, patches: Tensor, text_pad: Tensor, attention: str) -> Tensor:
+    """E' (Eq. 1): the words attend to the patches (``cross``) or to each other (``self``, Table V)."""
+    if attention == "cross":
+        return attn(text, patches)
+    return attn(text, text, key_padding_mask=text_pad)
 
-    With ``attention="self"`` (Table V ablation) each modality attends to itself only.
-    Only ``V'`` feeds the decoder; ``E'`` also feeds W_woi in training.
+
+class ConditionedInteraction(nn.Module):
+    """CI (Sec. III-B): E' = attn(E -> V) (vision-to-text) and V' = attn(V -> .) (text-to-vision).
+
+    ``order="paper"`` (the text as printed): V' = attn(V -> E), the words themselves as keys and values, so the
+    note's content reaches every patch. E' then only feeds W_woi, a training-only input, so its attention is
+    not part of this module: ``RecLMIS.text_update`` holds it and the inference model does not.
+    ``order="reference"`` (the public code; the authors' weights need it): V' = attn(V -> E'), where E' is a
+    mixture of patches; at initialisation every row of E' is nearly the same vector and V' barely depends on the
+    note. ``residual`` adds V to V'. With ``attention="self"`` (Table V) each modality attends to itself only.
     """
 
-    def __init__(self, dim: int, grid: int, heads: int, dropout: float, attention: str = "cross") -> None:
+    def __init__(
+        self, dim: int, grid: int, heads: int, dropout: float, attention: str = "cross",
+        order: str = "paper", residual: bool = False,
+    ) -> None:
         super().__init__()
         self.attention = attention
+        self.order = order
+        self.residual = residual
         self.embed = PatchEmbedding(dim, grid, dropout)
-        self.attn_text = Attention(dim, heads, dropout)
+        self.attn_text = Attention(dim, heads, dropout) if order == "reference" else None
         self.attn_image = Attention(dim, heads, dropout)
 
-    def forward(self, image_feat: Tensor, text: Tensor, text_pad: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, image_feat: Tensor, text: Tensor, text_pad: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """(embedded patches V, E' or None when this module does not compute it, V')."""
         v = self.embed(image_feat)
+        e_new = None if self.attn_text is None else text_update(self.attn_text, text, v, text_pad, self.attention)
         if self.attention == "cross":
-            e_new = self.attn_text(text, v)
-            v_new = self.attn_image(v, e_new, key_padding_mask=text_pad)
+            keys = text if e_new is None else e_new
+            v_new = self.attn_image(v, keys, key_padding_mask=text_pad)
         else:
-            e_new = self.attn_text(text, text, key_padding_mask=text_pad)
             v_new = self.attn_image(v, v)
-        return e_new, v_new
+        if self.residual:
+            v_new = v + v_new
+        return v, e_new, v_new
 
 
 class InterestWeights(nn.Module):

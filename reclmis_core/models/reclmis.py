@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .interaction import ConditionedInteraction, InterestWeights
+from .interaction import ConditionedInteraction, InterestWeights, text_update
+from .layers import Attention
 from .reconstruction import ConditionedReconstructor, select_masked
 from .text import TextTower, TokenBatch, build_text_tower
 from .unet import UNetDecoder, UNetImageEncoder, coord_channels
@@ -70,7 +71,9 @@ class SegmentationNet(nn.Module):
         self.grid = cfg.image_size // self.encoder.strides[-1]
         if text_dim is not None:
             self.text_proj = nn.Conv1d(text_dim, dim, kernel_size=3, padding=1)
-            self.interaction = ConditionedInteraction(dim, self.grid, cfg.ci_heads, cfg.dropout, cfg.ci_attention)
+            self.interaction = ConditionedInteraction(
+                dim, self.grid, cfg.ci_heads, cfg.dropout, cfg.ci_attention, cfg.ci_order, cfg.ci_residual
+            )
         else:
             self.text_proj = None
             self.interaction = None
@@ -112,13 +115,14 @@ class SegmentationNet(nn.Module):
             raise ValueError("this model is text-guided: pass text_features and text_mask")
         valid = text_mask > 0
         e = self.project_text(text_features, text_mask)
-        e_new, v_new = self.interaction(bottleneck, e, ~valid)
+        patches, e_new, v_new = self.interaction(bottleneck, e, ~valid)
         b, c, h, w = bottleneck.shape
         weights = valid.unsqueeze(-1).to(e.dtype)
         out.update(
             text_tokens=e,
             text_valid=valid,
             text_code=(e * weights).sum(1) / weights.sum(1).clamp_min(1.0),
+            patches=patches,
             e_new=e_new,
             v_new=v_new,
             decoder_in=v_new.transpose(1, 2).reshape(b, c, h, w),
@@ -199,6 +203,9 @@ class RecLMIS(_TextMixin, nn.Module):
                 f"a text encoder of the bottleneck width {dim}; use recon_target=paper"
             )
         self.interest = InterestWeights(dim) if (use_cvr or use_clr or use_ccl) else None
+        # E' for W_woi when the CI itself does not compute it (paper order): training-only, like W_woi.
+        needs_e = self.interest is not None and self.seg.interaction.attn_text is None
+        self.text_update = Attention(dim, cfg.ci_heads, cfg.dropout) if needs_e else None
 
         def recon() -> ConditionedReconstructor:
             return ConditionedReconstructor(
@@ -257,7 +264,11 @@ class RecLMIS(_TextMixin, nn.Module):
         return self._auxiliary(out, feats, text_features, generator)
 
     def interest_weights(self, feats: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        return self.interest(feats["v_new"], feats["e_new"], feats["text_valid"])
+        e_new = feats["e_new"]
+        if e_new is None:
+            e_new = text_update(self.text_update, feats["text_tokens"], feats["patches"], ~feats["text_valid"],
+                                self.cfg.ci_attention)
+        return self.interest(feats["v_new"], e_new, feats["text_valid"])
 
     def _auxiliary(
         self, out: RecLMISOutput, feats: dict[str, Any], text_raw: Tensor, generator: torch.Generator | None
@@ -274,14 +285,16 @@ class RecLMIS(_TextMixin, nn.Module):
             query = v.masked_fill(masked.unsqueeze(-1), 0.0)
             cond = w_woi if cfg.cvr_condition else None
             out.recon_image = self.cvr(query, None, e, ~valid, cond)
-            out.target_image = v if cfg.recon_target == "paper" else feats["v_new"]
+            target = v if cfg.recon_target == "paper" else feats["v_new"]
+            out.target_image = target.detach() if cfg.recon_detach else target
             out.image_masked = masked
         if self.clr is not None:
             masked = select_masked(w_woi, valid, cfg.text_mask_ratio, cfg.mask_strategy, generator)
             query = e.masked_fill(masked.unsqueeze(-1), 0.0)
             cond = w_poi if cfg.clr_condition else None
             out.recon_text = self.clr(query, ~valid, v, None, cond)
-            out.target_text = e if cfg.recon_target == "paper" else text_raw
+            target = e if cfg.recon_target == "paper" else text_raw
+            out.target_text = target.detach() if cfg.recon_detach else target
             out.text_masked = masked
         return out
 

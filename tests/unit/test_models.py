@@ -91,7 +91,16 @@ def test_reconstruction_gradients_reach_ci(tiny_cfg, notes):
     parts = RecLMISObjective(cfg.loss, cfg.model)(model(x, tb.input_ids, tb.attention_mask), y, model.logit_scale)
     parts["loss"].backward()
     ci = model.seg.interaction
-    for module in (ci.attn_text, ci.attn_image):
+    for module in (model.text_update, ci.attn_image):  # E' (training-only in the paper's order) and V'
+        grad = module.q.weight.grad
+        assert grad is not None and grad.abs().sum() > 0
+    # the reference order computes E' inside the CI, and the reconstruction gradients reach it there
+    cfg.model.ci_order = "reference"
+    model = build_model(cfg.model, corpus=notes).train()
+    parts = RecLMISObjective(cfg.loss, cfg.model)(model(x, tb.input_ids, tb.attention_mask), y, model.logit_scale)
+    parts["loss"].backward()
+    assert model.text_update is None
+    for module in (model.seg.interaction.attn_text, model.seg.interaction.attn_image):
         grad = module.q.weight.grad
         assert grad is not None and grad.abs().sum() > 0
     # the decoder is not on the reconstruction path
@@ -163,8 +172,24 @@ def test_bad_input_shape_is_explained(tiny_cfg, notes):
 
 @pytest.fixture(scope="module")
 def paper_model():
-    cfg = build_config("paper", overrides={"model": {"recon_layers": 4}})
+    """The paper preset in the reference code's CI order, to compare with the reference's own figures."""
+    cfg = build_config("paper", overrides={"model": {"recon_layers": 4, "ci_order": "reference"}})
     return build_model(cfg.model)
+
+
+@pytest.mark.parametrize("preset", ["paper", "tiny"])
+def test_papers_ci_order_moves_the_e_prime_attention_out_of_the_inference_model(preset):
+    def build(order):
+        cfg = build_config(preset, overrides={"model": {"ci_order": order, "text": {"encoder": "scratch"}}})
+        return build_model(cfg.model, corpus=["a note"])
+
+    paper, reference = build("paper"), build("reference")
+    dim = paper.seg.dim
+    attention = 4 * dim * dim + 4 * dim  # q, kv, out projections with biases
+    assert paper.seg.interaction.attn_text is None and _n(paper.text_update) == attention
+    assert reference.text_update is None
+    assert _n(paper.seg) == _n(reference.seg) - attention
+    assert _n(paper) == _n(reference)
 
 
 def test_paper_preset_parameter_counts(paper_model):
