@@ -151,7 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "recon_heads": 4,
             "text": {"encoder": "scratch", "freeze": False, "width": 64, "layers": 2, "heads": 4},
         },
-        "train": {"epochs": 30, "batch_size": 8, "lr": 1e-3},
+        "train": {"epochs": 60, "batch_size": 8, "lr": 1e-3},
     },
 }
 # Beyond the paper: the note also conditions every decoder stage, and coordinate channels let spatial words
