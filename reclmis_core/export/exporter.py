@@ -40,6 +40,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..config import RunConfig, config_to_dict
+from ..engine.checkpoint import find_latest_checkpoint
 from ..errors import CheckpointError, ConfigError
 from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, export_onnx, onnx_initializer_params, _dims
 
@@ -139,12 +140,7 @@ def sample_images(cfg: RunConfig, n: int, seed: int = 0) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def latest_checkpoint(root: str | Path = "runs") -> Path:
-    """The newest ``runs/*/best`` checkpoint (CheckpointError if there is none)."""
-    candidates = [p for p in Path(root).glob("*/best") if (p / "config.json").is_file()]
-    if not candidates:
-        raise CheckpointError(f"no checkpoint given and none found under {root}/*/best; pass --checkpoint CKPT")
-    return max(candidates, key=lambda p: (p / "config.json").stat().st_mtime)
+latest_checkpoint = find_latest_checkpoint  # the one newest-run finder, under its older name
 
 
 def resolve_model(
@@ -423,6 +419,7 @@ def export_model(
     *,
     cfg: RunConfig | None = None,
     opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export the inference graph of a checkpoint folder or a built model.
 
@@ -434,6 +431,7 @@ def export_model(
             if max |diff| > 1e-4.
         cfg: the run config when a model object is given (default: the model's own model config).
         opset: ONNX opset (onnx only).
+        overwrite: replace an existing ``out`` (else ConfigError, checked before any work).
 
     Returns:
         ExportResult with the files, size, parameter counts and the verification details.
@@ -447,12 +445,15 @@ def export_model(
         raise ConfigError(f"unknown export format '{fmt}'. Available: {', '.join(FORMATS)}")
     spec = FORMATS[fmt]
     _check_requirements(spec)
-    start = time.perf_counter()
-    _, inf, run_cfg, source = resolve_model(checkpoint_or_model, cfg)
-    inf = inf.eval()
     dest = Path(out)
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"--out {dest} is a file; {fmt} exports are written to a folder")
+    if dest.exists() and not overwrite:
+        raise ConfigError(f"--out {dest} already exists; pass --overwrite to replace it (only once the new export "
+                          "succeeded), or choose another folder")
+    start = time.perf_counter()
+    _, inf, run_cfg, source = resolve_model(checkpoint_or_model, cfg)
+    inf = inf.eval()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
