@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig, config_to_dict, flatten, save_yaml
+from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
@@ -51,19 +52,22 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
-METRIC_PARTS = ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl")
+METRIC_PARTS = ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl")  # the objective's loss parts
+# Their names in metrics.csv and the console: losses are named as losses (``dice_loss`` is 1 - soft Dice, next to
+# ``val_dice``, the validation Dice score), never a bare ``dice``.
+METRIC_COLUMNS = {k: (k if k == "loss" else f"{k}_loss") for k in METRIC_PARTS}
 
 
 @dataclass
 class ProgressEvent:
     """What the progress callback receives (main process only)."""
 
-    kind: str  # "start" | "step" | "epoch" | "end"
+    kind: str  # "start" | "step" | "val_step" | "epoch" | "end"
     epoch: int  # 1-based epoch in progress (or just finished)
     epochs: int
     step: int = 0  # 1-based step within the epoch
     steps: int = 0  # steps per epoch
-    parts: dict[str, float] = field(default_factory=dict)  # running means of the loss parts this epoch
+    parts: dict[str, float] = field(default_factory=dict)  # running means of the losses this epoch (metrics.csv names)
     images_per_s: float = 0.0
     eta_s: float = 0.0  # seconds left for the whole run
     record: dict[str, float] | None = None  # the metrics.csv row at "epoch"
@@ -143,7 +147,9 @@ class Trainer:
         resume: continue from ``run_dir/last``.
         exist_ok: overwrite the run files (config.yaml, metrics.csv, best/, last/) of an existing run folder.
         progress: optional callback receiving :class:`ProgressEvent` on the main process.
-        cpu: force the CPU even when a GPU is visible (also ``ACCELERATE_USE_CPU=1``).
+        cpu: force the CPU even when a GPU is visible (also ``ACCELERATE_USE_CPU=1``); same as ``device="cpu"``.
+        device: ``auto | cpu | cuda | cuda:N`` (:func:`reclmis_core.device.resolve_device`); under a multi-process
+            launcher each process takes its own GPU.
 
     Example:
         >>> cfg = build_config("tiny", overrides={"train": {"epochs": 1}})
@@ -160,6 +166,7 @@ class Trainer:
         exist_ok: bool = False,
         progress: ProgressFn | None = None,
         cpu: bool = False,
+        device: str = "auto",
     ) -> None:
         run_dir = Path(run_dir)
         ours = [run_dir / n for n in ("config.yaml", "metrics.csv", "last", "best")]
@@ -178,6 +185,7 @@ class Trainer:
         self.resume = resume
         self.progress = progress
         self.cpu = cpu
+        self.device = resolve_device("cpu" if cpu else device)  # a device that is not there fails here, at once
         self.state = _State()
         self.history: list[dict[str, float]] = []
         self.accelerator: Any = None
@@ -190,8 +198,10 @@ class Trainer:
         from accelerate.utils import DataLoaderConfiguration
 
         t = self.cfg.train
-        cpu = self.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        cpu = self.device.type == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
         on_gpu = torch.cuda.is_available() and not cpu
+        if on_gpu and self.device.index is not None and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+            torch.cuda.set_device(self.device)  # Accelerate's single process uses the current CUDA device
         if t.mixed_precision == "fp16" and not on_gpu:
             raise ConfigError("train.mixed_precision=fp16 needs a CUDA GPU; on the CPU use bf16 or no")
         if t.mixed_precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
@@ -377,8 +387,10 @@ class Trainer:
         self.model.eval()
         self.infer_model = self.raw_model.for_inference()
         scores = ScoreAccumulator()
-        for batch in self.val_dl:
+        steps = len(self.val_dl)
+        for step, batch in enumerate(self.val_dl, start=1):
             pred, target = self.validation_step(batch)
+            self._emit(ProgressEvent("val_step", self.state.epoch + 1, self.cfg.train.epochs, step, steps))
             pred, target = self.accelerator.gather_for_metrics((pred, target))
             scores.update(pred.cpu().numpy(), target.cpu().numpy())
         self.model.train()
@@ -479,7 +491,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 parts = self.train_epoch(epoch, t_run, start_epoch)
                 val_dice, val_miou = self.validate()
-                record = {"epoch": epoch, **{k: parts[k] for k in METRIC_PARTS if k in parts},
+                record = {"epoch": epoch, **{METRIC_COLUMNS[k]: parts[k] for k in METRIC_PARTS if k in parts},
                           "val_dice": val_dice, "val_miou": val_miou,
                           "lr": float(self.scheduler.get_last_lr()[0]), "seconds": time.perf_counter() - t0}
                 stopped = self.on_epoch_end(epoch, record)
@@ -518,7 +530,8 @@ class Trainer:
                 per_epoch = (time.perf_counter() - t_run) / max(done_epochs, 1e-9)
                 eta = per_epoch * (epochs_left + 1 - step / self.steps_per_epoch)
                 self._emit(ProgressEvent("step", epoch, self.cfg.train.epochs, step, self.steps_per_epoch,
-                                         {k: v / max(n_ok, 1) for k, v in sums.items()}, images / max(dt, 1e-9), eta))
+                                         {METRIC_COLUMNS.get(k, k): v / max(n_ok, 1) for k, v in sums.items()},
+                                         images / max(dt, 1e-9), eta))
         means = {k: v / max(n_ok, 1) for k, v in sums.items()}
         self._sync_buffers()
         if acc.num_processes > 1 and means:  # average the epoch's parts over processes
@@ -537,7 +550,8 @@ class Trainer:
                 buf.data.copy_(acc.reduce(buf.data.clone(), reduction="mean"))
 
     def _write_metrics(self) -> None:
-        cols = ["epoch", *[k for k in METRIC_PARTS if any(k in r for r in self.history)],
+        names = METRIC_COLUMNS.values()
+        cols = ["epoch", *[k for k in names if any(k in r for r in self.history)],
                 "val_dice", "val_miou", "lr", "seconds"]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
