@@ -118,7 +118,8 @@ def config_values(ctx: Any, command: str, config: Path | None, sets: list[str]) 
             raise ConfigError(f"'{command}' has no option '{key}' (from --config/--set).{hint}")
         param = names[norm]
         try:
-            values[param.name] = param.type_cast_value(ctx, value)  # type: ignore[index]
+            cast = getattr(param, "process_value", None) or param.type_cast_value  # Typer's own copy / click
+            values[param.name] = cast(ctx, value)
         except BadParameter as exc:
             raise ConfigError(f"{command}.{key}: {exc.message}") from None
     return values

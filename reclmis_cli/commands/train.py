@@ -134,7 +134,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
                if k not in RESUMABLE_KEYS and k != "data.root" and flat_saved.get(k, object()) != v}
     if changed:
         k, v = next(iter(changed.items()))
-        raise ConfigError(f"--resume continues {run_dir} with its own config; {k}={v!r} differs from its "
+        raise ConfigError(f"--resume continues {run_dir} with the config saved in it; {k}={v!r} differs from its "
                           f"{flat_saved.get(k)!r} (only {', '.join(sorted(RESUMABLE_KEYS))} may change). "
                           "Start a new run with --out instead")
     keep = {k: v for k, v in flatten(overrides).items() if k in RESUMABLE_KEYS}
@@ -240,6 +240,8 @@ def train(
     quiet: bool = quiet_option(),
 ) -> None:
     """Train RecLMIS; writes RUN_DIR/config.yaml, metrics.csv, best/ and last/."""
+    if preset is not None:
+        check_preset(preset)  # a typo fails at once, before torch loads or the sample data is prepared
     from reclmis_core.device import apply_threads, resolve_device
     from reclmis_core.engine.trainer import Trainer
 
@@ -249,8 +251,6 @@ def train(
     rank0 = int(os.environ.get("RANK", "0") or 0) == 0
     quiet = quiet_mode(quiet or not rank0)
     resolve_device(device)  # a device that is not there: exit 2 before any data is prepared
-    if preset is not None:
-        check_preset(preset)  # a typo fails at once, before the sample data is prepared
     flags = flag_overrides(
         epochs=epochs, batch_size=batch_size, lr=lr, text_encoder=text_encoder, no_text=no_text, ablate=ablate,
         seed=seed, deterministic=deterministic, mixed_precision=mixed_precision, patience=patience,
@@ -267,11 +267,11 @@ def train(
         if out is None:
             raise ConfigError("--resume continues a run with the config saved in it: pass its folder, "
                               "reclmis train --resume --out RUN_DIR (or the --dataset/--data it was started with)")
-        if preset or config:
-            given = "--preset" if preset else "--config"
-            raise ConfigError(f"--resume takes its config (preset, model, data) from {out}/last, so {given} cannot "
-                              f"change it; drop {given}, or start a new run with another --out")
-        cfg = resume_config(out, deep_merge(parse_overrides(set_), flags))
+        given = run_sections(load_yaml(config)) if config else {}
+        if preset:
+            given["preset"] = preset
+        # the run's own config wins; what --preset/--config/--set/flags give must match it (resume_config says which)
+        cfg = resume_config(out, deep_merge(deep_merge(given, parse_overrides(set_)), flags))
         data_dir, run_dir = Path(cfg.data.root or ""), out
     else:
         cfg, data_dir, run_name = resolve_run_config(dataset=dataset, data=data, preset=preset, config=config,
