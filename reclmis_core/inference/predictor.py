@@ -45,6 +45,7 @@ from ..data.io import (
 from ..device import onnx_providers, resolve_device
 from ..engine.checkpoint import find_latest_checkpoint  # noqa: F401  (re-exported: the one newest-run finder)
 from ..errors import CheckpointError, ConfigError, DataError, ReclmisError
+from ..metrics.components import count_components
 from ..utils import atomic_write_text
 from .explain import Explanation, render_explanation
 from .restore import (
@@ -751,6 +752,8 @@ def _area_stats(mask: np.ndarray, meta: ImageMeta) -> dict[str, Any]:
     }
     if meta.spacing:
         out["lesion_area_mm2"] = round(px * float(meta.spacing[0]) * float(meta.spacing[1]), 3)
+    if mask.ndim == 2:
+        out["lesion_count"] = count_components(mask > 0)  # connected regions, 8-connectivity
     if mask.ndim == 3:
         out["lesion_voxels"] = px
         out["slices_with_lesion"] = int(mask.reshape(mask.shape[0], -1).any(axis=1).sum())
