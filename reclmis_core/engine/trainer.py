@@ -4,7 +4,8 @@
 ``infer.threshold``), and writes into RUN_DIR::
 
     config.yaml     the resolved RunConfig (text max_length resolved), written before the first step
-    metrics.csv     one row per epoch: epoch, loss parts, val_dice, val_miou, lr, seconds
+    metrics.csv     one row per epoch: epoch, losses (loss, dice_loss, ...), val_dice, val_miou, lr, seconds
+    results.json    summary (best epoch and scores, last losses, history); results.png: loss and val curves
     last/           checkpoint after every epoch  (model.safetensors + config.json + state/)
     best/           checkpoint of the best val Dice so far
 
@@ -47,6 +48,7 @@ from ..models.reclmis import RecLMIS, build_model
 from ..utils import atomic_write_text, seed_everything
 from .checkpoint import read_checkpoint_config, recover_folder, replace_folder, write_checkpoint_files
 from .objective import RecLMISObjective
+from .report import write_run_report
 
 log = logging.getLogger(__name__)
 
@@ -415,6 +417,8 @@ class Trainer:
         self.history.append(record)
         if self.is_main:
             self._write_metrics()
+            write_run_report(self.run_dir, self.history, best_epoch=st.best_epoch, best_dice=st.best_dice,
+                             stopped_early=False, skipped_steps=st.skipped_steps)
         if self.cfg.train.tensorboard:
             self.accelerator.log({f"train/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
         patience = self.cfg.train.patience
@@ -501,6 +505,10 @@ class Trainer:
         finally:
             if cfg.train.tensorboard:
                 acc.end_training()
+        if stopped and self.is_main:
+            write_run_report(self.run_dir, self.history, best_epoch=self.state.best_epoch,
+                             best_dice=self.state.best_dice, stopped_early=True,
+                             skipped_steps=self.state.skipped_steps)
         self._emit(ProgressEvent("end", self.state.epoch, cfg.train.epochs))
         return TrainResult(self.run_dir, self.state.best_dice, self.state.best_epoch, self.state.epoch, stopped,
                            self.state.skipped_steps, list(self.history))
