@@ -178,10 +178,14 @@ class ProgressReporter:
     def __enter__(self) -> ProgressReporter:
         if not self.quiet and is_interactive():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.table import Column
 
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console,
-                                transient=self.transient)
+            # the label and the counts never shrink; a long info text is cut at the terminal's edge
+            self.bar = Progress(TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+                                BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("{task.fields[info]}",
+                                           table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+                                console=console, transient=self.transient)
             self.bar.start()
         return self
 

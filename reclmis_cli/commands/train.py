@@ -158,7 +158,8 @@ class _Progress:
         if ev.kind == "start":
             self.bar.__enter__()
         elif ev.kind == "step":
-            info = (" ".join(f"{k} {v:.3f}" for k, v in ev.parts.items())
+            shown = {k: v for k, v in ev.parts.items() if k in ("loss", "dice_loss")}  # all losses: the epoch row
+            info = (" ".join(f"{k} {v:.3f}" for k, v in shown.items())
                     + f" | {ev.images_per_s:.1f} img/s | ETA {_hms(ev.eta_s)}")
             self.bar.update("train", ev.step, ev.steps, info=info, label=f"epoch {ev.epoch}/{ev.epochs}")
         elif ev.kind == "val_step":
