@@ -42,7 +42,7 @@ from torch import Tensor
 from .. import __version__
 from ..config import RunConfig, config_to_dict
 from ..engine.checkpoint import find_latest_checkpoint
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, export_onnx, onnx_initializer_params, _dims
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..choices import BACKENDS, FORMATS  # defined there: the CLI help lists them without importing torch
+from ..choices import BACKENDS, FORMATS  # noqa: F401  (defined there: the CLI help lists them without torch)
 from ..data.io import (
     DICOM_EXTS,
     NIFTI_EXTS,
@@ -44,7 +44,7 @@ from ..data.io import (
 )
 from ..device import onnx_providers, resolve_device
 from ..engine.checkpoint import find_latest_checkpoint  # noqa: F401  (re-exported: the one newest-run finder)
-from ..errors import CheckpointError, ConfigError, DataError, ReclmisError
+from ..errors import ConfigError, DataError, ReclmisError
 from ..metrics.components import count_components
 from ..utils import atomic_write_text
 from .explain import Explanation, render_explanation
