@@ -1,4 +1,8 @@
-"""The ``reclmis`` console script: one Typer app, one module per subcommand."""
+"""The ``reclmis`` console script: one Typer app, one module per subcommand.
+
+The command modules import nothing heavy at the top (no torch, pandas or transformers), so ``reclmis -h`` and
+``reclmis CMD -h`` answer at once; each command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import typer
 
 from reclmis_core import __version__
 
-from .commands import bench, convert, eval as eval_cmd, export, predict, prepare, train
-from .console import setup_logging
+from .commands import bench, convert, env, eval as eval_cmd, export, predict, prepare, train
+from .console import reset_logging_state, setup_logging
+from .options import CONTEXT, Command, Group
 
 app = typer.Typer(
     name="reclmis",
@@ -15,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
+    cls=Group,
 )
 
 
@@ -26,20 +33,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors (every command)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    reset_logging_state()
     setup_logging(quiet=quiet, verbose=verbose)
 
 
-app.command("prepare")(prepare.prepare)
-app.command("train")(train.train)
-app.command("eval")(eval_cmd.eval_)
-app.command("predict")(predict.predict)
-app.command("export")(export.export)
-app.command("bench")(bench.bench)
-app.command("convert-clip")(convert.convert_clip)
+for _name, _fn in (("prepare", prepare.prepare), ("train", train.train), ("eval", eval_cmd.eval_),
+                   ("predict", predict.predict), ("export", export.export), ("bench", bench.bench),
+                   ("env", env.env), ("convert-clip", convert.convert_clip)):
+    app.command(_name, cls=Command, context_settings=CONTEXT)(_fn)
 
 if __name__ == "__main__":
     app()

@@ -383,3 +383,47 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
     if not 0.0 < cfg.infer.threshold < 1.0:
         raise ConfigError(f"infer.threshold must lie in (0, 1), got {cfg.infer.threshold}")
+
+
+# --------------------------------------------------------------------------------------------------
+# One config file for every command
+# --------------------------------------------------------------------------------------------------
+
+#: Sections of a ``--config`` file for the commands other than train, keyed by their long option names, e.g.
+#: ``predict: {threshold: 0.4, format: nifti}``; ``train`` reads the RunConfig sections (model, data, train, ...).
+COMMAND_SECTIONS = ("prepare", "eval", "predict", "export", "bench", "env", "convert-clip")
+
+
+def run_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """A config file's RunConfig part (what train reads): the command sections left out."""
+    return {k: v for k, v in data.items() if k not in COMMAND_SECTIONS}
+
+
+def command_section(data: dict[str, Any], command: str, where: str = "config") -> dict[str, Any]:
+    """The ``command:`` section of a config file (``{}`` if absent); unknown top-level keys raise ConfigError."""
+    known = [*COMMAND_SECTIONS, *_field_types(RunConfig)]
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown section '{key}' in {where}." + _suggest(key, known))
+    section = data.get(command) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"section '{command}' in {where} must be a mapping of option: value")
+    return section
+
+
+def check_preset(name: str) -> str:
+    """``name`` if it is a preset; ConfigError with the nearest name otherwise (call it before expensive work)."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, preset_names(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown preset '{name}'.{hint} Available: {', '.join(preset_names())}")
+    return name
+
+
+def preset_defaults(key: str) -> str:
+    """``"paper: 200, tiny: 30, ..."``: what each preset gives ``train.<key>`` (for the CLI help)."""
+    parts = []
+    for name in preset_names():
+        value = getattr(build_config(name).train, key)
+        parts.append(f"{name}: {value:g}" if isinstance(value, float) else f"{name}: {value}")
+    return ", ".join(parts)

@@ -9,9 +9,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import torch
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -51,6 +48,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch  # here, not at the top: the CLI imports this module for its help
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

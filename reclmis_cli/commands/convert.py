@@ -6,13 +6,18 @@ from pathlib import Path
 
 import typer
 
-from ..console import console, handle_errors
+from ..console import handle_errors, quiet_mode, say
+from ..options import config_option, configurable, quiet_option, set_option
 
 
 @handle_errors
+@configurable("convert-clip")
 def convert_clip(
     archive: Path = typer.Argument(..., help="OpenAI CLIP TorchScript archive, e.g. ViT-B-32.pt."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write model.safetensors + config.json into."),
+    quiet: bool = quiet_option(),
+    config: Path | None = config_option(),
+    set_: list[str] = set_option(),
 ) -> None:
     """Convert OpenAI's CLIP archive to a safetensors text tower, once.
 
@@ -22,5 +27,6 @@ def convert_clip(
     """
     from reclmis_core.models.text.convert import convert_openai_clip
 
+    quiet_mode(quiet)
     folder = convert_openai_clip(archive, out)
-    console.print(f"wrote CLIP text tower to {folder} (use --text-encoder clip:{folder})")
+    say(f"wrote CLIP text tower to {folder} (use --text-encoder clip:{folder})")

@@ -9,13 +9,20 @@ import logging
 from pathlib import Path
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from reclmis_core.errors import ConfigError
 from reclmis_core.utils import atomic_write_text
 
-from ..console import console, handle_errors, out
+from ..console import console, handle_errors, print_table, quiet_mode
+from ..options import (
+    checkpoint_option,
+    config_option,
+    configurable,
+    device_option,
+    quiet_option,
+    set_option,
+    threads_option,
+)
 
 log = logging.getLogger("reclmis_cli.eval")
 
@@ -26,38 +33,54 @@ _MODE_TEXT = {
 
 
 @handle_errors
+@configurable("eval")
 def eval_(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint folder (e.g. runs/<name>/best)."),
+    checkpoint: Path | None = checkpoint_option(),
     data: Path = typer.Option(None, "--data", help="Prepared DATA_DIR (default: the one the checkpoint trained on)."),
     dataset: str = typer.Option(None, "--dataset", help="Registered dataset instead of --data (qata|mosmed|sample)."),
     split: str = typer.Option("test", "--split", help="train | val | test."),
     json_out: Path = typer.Option(None, "--json", help="Write the scores as JSON here."),
     per_image: Path = typer.Option(None, "--per-image", help="Write per-image scores as CSV here."),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Folder for eval.json and per_image.csv (instead of "
+                                 "--json/--per-image)."),
     text: str = typer.Option("as-is", "--text", help="as-is | shuffle | empty: reliance-on-the-note test."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --text shuffle."),
     threshold: float = typer.Option(None, "--threshold", help="Foreground probability threshold (default 0.5)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Images per forward pass."),
     compare: bool = typer.Option(True, "--compare/--no-compare",
                                  help="With --text shuffle|empty, also score the notes as-is and report the drop."),
-    device: str = typer.Option(None, "--device", help="cpu | cuda (default: cuda if available)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    device: str = device_option(),
+    threads: int = threads_option(),
+    quiet: bool = quiet_option(),
+    config: Path | None = config_option(),
+    set_: list[str] = set_option(),
 ) -> None:
     """Evaluate a checkpoint: per-image Dice/mIoU (LViT/RecLMIS protocol) and global Dice/IoU."""
-    from reclmis_core.engine.checkpoint import load_checkpoint
+    from reclmis_core.data.folders import check_data_dir
+    from reclmis_core.device import apply_threads, resolve_device
+    from reclmis_core.engine.checkpoint import find_latest_checkpoint, load_checkpoint
     from reclmis_core.engine.evaluator import TEXT_MODES, evaluate
 
-    if quiet:
-        logging.getLogger("reclmis_core").setLevel(logging.WARNING)
-        logging.getLogger("reclmis_cli").setLevel(logging.WARNING)
+    quiet = quiet_mode(quiet)
+    if out_dir is not None:
+        json_out = json_out or out_dir / "eval.json"
+        per_image = per_image or out_dir / "per_image.csv"
     if text not in TEXT_MODES:
         raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{text}'")
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got '{split}'")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise ConfigError(f"--threshold must lie in (0, 1), got {threshold}")
-    model, cfg, _ = load_checkpoint(checkpoint)
     if data is not None and dataset:
         raise ConfigError("pass either --data or --dataset, not both")
+    if data is not None:
+        check_data_dir(data)
+    resolve_device(device)  # a device that is not there: exit 2 before loading anything
+    if checkpoint is None:
+        checkpoint = find_latest_checkpoint()
+        log.info("using the newest checkpoint: %s", checkpoint)
+    model, cfg, _ = load_checkpoint(checkpoint)
+    apply_threads(threads, cfg.model)
     if dataset:
         from reclmis_core.engine.datasets_registry import resolve_dataset
 
@@ -65,7 +88,7 @@ def eval_(
     if data is None:
         if not cfg.data.root:
             raise ConfigError(f"{checkpoint} does not record its data folder; pass --data DATA_DIR")
-        data = Path(cfg.data.root)
+        data = check_data_dir(cfg.data.root, "the checkpoint's data folder")
         log.info("no --data given: using the checkpoint's training data folder %s", data)
     kw = dict(checkpoint=str(checkpoint), seed=seed, batch_size=batch_size, threshold=threshold, device=device)
     result, rows = evaluate(model, data, split, text, cfg, **kw)
@@ -87,13 +110,9 @@ def eval_(
         atomic_write_text(per_image, buf.getvalue())
     if quiet:
         return
-    title = escape(f"{checkpoint} on {data} [{split}], {result.n_images} images, text: {text}")
-    table = Table(title=title, title_justify="left")
-    table.add_column("metric")
-    table.add_column(f"text {text}", justify="right")
-    if baseline is not None:
-        table.add_column("text as-is", justify="right")
-        table.add_column("drop", justify="right")
+    title = f"{checkpoint} on {data} [{split}], {result.n_images} images, text: {text}"
+    columns = ["metric", f"text {text}"] + (["text as-is", "drop"] if baseline is not None else [])
+    table_rows = []
     for key, label in (("dice", "Dice (per image)"), ("miou", "mIoU (per image)"), ("dice_global", "Dice (global)"),
                        ("iou_global", "IoU (global)")):
         value = getattr(result, key)
@@ -101,7 +120,7 @@ def eval_(
         if baseline is not None:
             ref = getattr(baseline, key)
             cells += [f"{ref:.4f}", f"{ref - value:+.4f}"]
-        table.add_row(*cells)
+        table_rows.append(cells)
     for key, label, n_key in (
         ("dice_counterfactual", "Dice on counterfactual pairs", "n_counterfactual"),
         ("leak_named_side_unnamed_level", "leakage: named lung, unnamed level", "n_unnamed_lesions_named_side"),
@@ -113,8 +132,8 @@ def eval_(
             if baseline is not None:
                 ref = getattr(baseline, key)
                 cells += [f"{ref:.3f}", f"{ref - value:+.3f}"]
-            table.add_row(*cells)
-    out.print(table)
+            table_rows.append(cells)
+    print_table(title, columns, table_rows)
     if text != "as-is":
         if not result.uses_text:
             console.print("[yellow]reliance test skipped:[/] this checkpoint is image-only, the note is not used")

@@ -6,44 +6,47 @@ import logging
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from ..console import handle_errors, out
+from ..console import handle_errors, print_table, quiet_mode
+from ..options import checkpoint_option, config_option, configurable, quiet_option, set_option
 
 log = logging.getLogger("reclmis_cli.export")
 
 
 @handle_errors
+@configurable("export")
 def export(
-    checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", "-c", help="Checkpoint folder (default: the newest runs/*/best)."
-    ),
+    checkpoint: Path | None = checkpoint_option(),
     format: str = typer.Option(..., "--format", "-f", help="onnx | torch-export | safetensors"),  # noqa: A002
-    out_path: Path = typer.Option(..., "--out", "-o", help="Output folder (replaced only if the export succeeds)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Output folder (must not exist, unless --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (once the export "
+                                   "succeeded)."),
     verify: bool = typer.Option(
         False, "--verify", help="Compare with eager PyTorch at batch 1 and 3 (different notes); fail if > 1e-4."
     ),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (onnx only)."),
+    quiet: bool = quiet_option(),
+    config: Path | None = config_option(),
+    set_: list[str] = set_option(),
 ) -> None:
     """Export the inference graph of a checkpoint (the reconstruction modules are left out)."""
-    from reclmis_core.export import export_model, latest_checkpoint
+    from reclmis_core.engine.checkpoint import find_latest_checkpoint
+    from reclmis_core.export import export_model
 
-    ckpt = checkpoint if checkpoint is not None else latest_checkpoint()
+    quiet_mode(quiet)
+    ckpt = checkpoint if checkpoint is not None else find_latest_checkpoint()
     if checkpoint is None:
         log.info("using the newest checkpoint: %s", ckpt)
-    res = export_model(ckpt, format, out_path, verify=verify, opset=opset)
-    table = Table(title=f"reclmis export --format {res.format}", show_header=False)
-    table.add_row("output", res.path)
-    table.add_row("files", ", ".join(res.files))
-    table.add_row("size", f"{res.size_mb:.1f} MB")
-    table.add_row("parameters", f"{res.params_exported / 1e6:.3f} M (inference model: {res.params_inference / 1e6:.3f} M)")
+    res = export_model(ckpt, format, out_path, verify=verify, opset=opset, overwrite=overwrite)
+    rows = [["output", res.path], ["files", ", ".join(res.files)], ["size", f"{res.size_mb:.1f} MB"],
+            ["parameters", f"{res.params_exported / 1e6:.3f} M (inference model: {res.params_inference / 1e6:.3f} M)"]]
     if res.opset:
-        table.add_row("opset", str(res.opset))
+        rows.append(["opset", str(res.opset)])
     for graph, how in res.exporters.items():
-        table.add_row(f"exporter ({graph})", how)
+        rows.append([f"exporter ({graph})", how])
     if res.verify is not None:
         cases = "; ".join(f"batch {c.batch}: {c.max_abs_diff:.2e}" for c in res.verify.cases)
-        table.add_row("verify", f"passed, max |diff| {res.verify.max_abs_diff:.2e} <= {res.verify.tolerance:g} "
-                                f"({res.verify.backend}; {cases})")
-    table.add_row("time", f"{res.seconds:.1f} s")
-    out.print(table)
+        rows.append(["verify", f"passed, max |diff| {res.verify.max_abs_diff:.2e} <= {res.verify.tolerance:g} "
+                               f"({res.verify.backend}; {cases})"])
+    rows.append(["time", f"{res.seconds:.1f} s"])
+    print_table(f"reclmis export --format {res.format}", ["what", "value"], rows, left=["value"], show_header=False)

@@ -3,65 +3,36 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from reclmis_core.inference import (
-    NoteTable,
-    PredictOptions,
-    Predictor,
-    collect_inputs,
-    find_latest_checkpoint,
-    run_predict,
+from reclmis_core.choices import BACKENDS, FORMATS
+
+from ..console import ProgressReporter, console, fail, handle_errors, quiet_mode, say
+from ..options import (
+    checkpoint_option,
+    config_option,
+    configurable,
+    device_option,
+    quiet_option,
+    set_option,
+    threads_option,
 )
-from reclmis_core.inference.predictor import BACKENDS, FORMATS
-
-from ..console import console, fail, handle_errors, is_interactive, setup_logging
 
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def _progress(quiet: bool) -> Iterator[Callable[[int, int, str], None]]:
-    """A rich bar on a terminal; a log line about every 10 % otherwise; nothing with --quiet."""
-    if quiet:
-        yield lambda done, total, stem: None
-    elif is_interactive():
-        with Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=console, transient=True) as bar:
-            task = bar.add_task("", total=None)
-
-            def update(done: int, total: int, stem: str) -> None:
-                bar.update(task, completed=done, total=total, description=escape(stem))
-
-            yield update
-    else:
-        last = [-1]
-
-        def update(done: int, total: int, stem: str) -> None:
-            decile = done * 10 // max(total, 1)
-            if decile > last[0]:
-                last[0] = decile
-                log.info("predict: %d/%d inputs", done, total)
-
-        yield update
-
-
 @handle_errors
+@configurable("predict")
 def predict(
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns (PNG/JPEG/TIFF, DICOM "
                                        "files or series folders, NIfTI volumes).", show_default=False),
     note: str | None = typer.Option(None, "--note", help="One note for every input."),
     notes: Path | None = typer.Option(None, "--notes", help="CSV/XLSX with columns image,note (one row per input)."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c",
-                                           help="Checkpoint folder (default: the newest runs/*/best); with "
-                                           "--backend onnx, the export folder."),
+    checkpoint: Path | None = checkpoint_option("; with --backend onnx, the export folder"),
     out_dir: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/predict/<time>)."),
     threshold: float = typer.Option(0.5, "--threshold", help="Probability above which a pixel is lesion."),
     fmt: str = typer.Option("auto", "--format", help=f"Mask format: {' | '.join(FORMATS)} (auto: PNG for 2-D, "
@@ -74,14 +45,20 @@ def predict(
                                       "soft-tissue | bone | brain (default: the file's own, lung for CT)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images/slices per forward pass "
                                           "(default: the checkpoint's infer.batch_size)."),
-    device: str = typer.Option("auto", "--device", help="cpu | cuda | cuda:N | auto."),
+    device: str = device_option(),
+    threads: int = threads_option(),
     no_note_cache: bool = typer.Option(False, "--no-note-cache", help="Re-encode the note for every batch "
                                        "(for speed comparisons)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    quiet: bool = quiet_option(),
+    config: Path | None = config_option(),
+    set_: list[str] = set_option(),
 ) -> None:
     """Segment images guided by a clinical note; writes masks in each input's own geometry + predictions.json."""
-    if quiet:
-        setup_logging(quiet=True)
+    from reclmis_core.device import apply_threads, parse_device
+    from reclmis_core.inference import NoteTable, PredictOptions, Predictor, collect_inputs, run_predict
+    from reclmis_core.inference.predictor import check_formats
+
+    quiet = quiet_mode(quiet)
     if note is not None and notes is not None:
         fail("give either --note TEXT or --notes CSV, not both")
     if note is not None and not note.strip():
@@ -95,7 +72,21 @@ def predict(
     if backend == "onnx" and explain:
         fail("--explain needs the full checkpoint (W_poi/W_woi come from training-only modules that are not in "
              "the ONNX graphs); use --backend torch with --checkpoint CKPT")
+    parse_device(device)
     table = NoteTable(notes) if notes is not None else None
+
+    # Inputs and their formats first: a bad input fails before any model is loaded.
+    specs, failures = collect_inputs(inputs)
+    specs, bad_format = check_formats(specs, fmt)
+    failures += bad_format
+    if not specs and failures:
+        if len(failures) == 1:
+            fail(failures[0].error)
+        for f in failures:
+            console.print(f"[red]failed:[/] {escape(f.error)}", highlight=False, soft_wrap=True)
+        fail(f"none of the {len(failures)} inputs can be predicted (listed above)")
+    for f in failures:
+        log.warning("%s", f.error)
 
     kwargs = {"note_cache": not no_note_cache, "window": window}
     if batch_size is not None:
@@ -103,21 +94,17 @@ def predict(
     if backend == "onnx":
         if checkpoint is None:
             fail("--backend onnx needs --checkpoint EXPORT_DIR (the folder written by 'reclmis export --format onnx')")
-        predictor = Predictor.from_onnx(checkpoint, **kwargs)
+        predictor = Predictor.from_onnx(checkpoint, device=device, threads=threads or None, **kwargs)
     else:
+        from reclmis_core.engine.checkpoint import find_latest_checkpoint
+
         ckpt = checkpoint if checkpoint is not None else find_latest_checkpoint()
         if checkpoint is None:
             log.info("using the newest checkpoint: %s", ckpt)
         predictor = Predictor.from_checkpoint(ckpt, device=device, explain=explain, **kwargs)
+        apply_threads(threads, getattr(predictor.backend, "model_cfg", None))
     if predictor.uses_text and note is None and table is None and not predictor.note_optional:
         fail("this checkpoint is text-guided: give --note TEXT (one note for all) or --notes CSV (image,note)")
-
-    specs, failures = collect_inputs(inputs)
-    if not specs and failures:
-        for f in failures[:-1]:
-            console.print(f"[red]failed:[/] {escape(f.error)}", highlight=False, soft_wrap=True)
-        fail(failures[-1].error if len(failures) == 1 else f"none of the {len(failures)} inputs could be read; "
-             f"last: {failures[-1].error}")
 
     def note_for(spec):  # noqa: ANN001, ANN202
         return note if table is None else table.get(spec)
@@ -125,19 +112,18 @@ def predict(
     if out_dir is None:
         out_dir = Path("runs") / "predict" / datetime.now().strftime("%Y%m%d-%H%M%S")
     opts = PredictOptions(threshold=threshold, format=fmt, overlay=overlay, save_prob=save_prob)
-    with _progress(quiet) as progress:
+    with ProgressReporter() as bar:
+        def progress(done: int, total: int, stem: str) -> None:
+            bar.update("predict", done, total, info=stem)
+
         report = run_predict(predictor, specs, note_for, out_dir, opts, failures, progress, backend)
     st = report.stats
-    if not quiet:
-        cache = (f", text encoder ran {st.text_encodes}x" if predictor.uses_text else "")
-        console.print(
-            f"[green]predicted[/] {report.n_ok} input(s), {st.images} image(s)/slice(s) in {report.seconds:.1f}s "
-            f"({report.images_per_s:.1f} images/s{cache}) -> {escape(str(report.out_dir))}",
-            highlight=False, soft_wrap=True,
-        )
-        log.info("results: %s", report.json_path)
-    if report.failures:
-        for f in report.failures:
-            console.print(f"[red]failed:[/] {escape(f.error)}", highlight=False, soft_wrap=True)
+    cache = (f", text encoder ran {st.text_encodes}x" if predictor.uses_text else "")
+    say(f"[green]predicted[/] {report.n_ok} input(s), {st.images} image(s)/slice(s) in {report.seconds:.1f}s "
+        f"({report.images_per_s:.1f} images/s{cache}) -> {escape(str(report.out_dir))}")
+    log.info("results: %s", report.json_path)
+    if report.failures:  # each was logged as a warning when it failed
+        if report.n_ok == 0 and len(report.failures) == 1:
+            fail(f"the input failed (see above and {report.json_path})")
         fail(f"{len(report.failures)} of {report.n_ok + len(report.failures)} inputs failed (listed above and in "
              f"{report.json_path}); the other outputs are complete")

@@ -4,70 +4,39 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from reclmis_core.data.layouts import LAYOUTS
-from reclmis_core.data.prepare import PrepareError, PrepareOptions, PrepareReport, prepare_dataset
-from reclmis_core.data.synthetic import SyntheticConfig, write_synthetic
+from reclmis_core.choices import LAYOUTS
 from reclmis_core.errors import ConfigError
 from reclmis_core.utils import atomic_write_text
 
-from ..console import console, handle_errors, is_interactive, out
+from ..console import ProgressReporter, console, handle_errors, print_table, quiet_mode, say
+from ..options import config_option, configurable, quiet_option, set_option
 
 log = logging.getLogger(__name__)
 
 
-@contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on a terminal; plain log lines (every ~10 %) otherwise."""
-    if is_interactive():
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
-            tasks: dict[str, int] = {}
-
-            def update(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done, total=total)
-
-            yield update
-    else:
-        last: dict[str, int] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            decile = done * 10 // max(total, 1)
-            if done == 0 or decile > last.get(stage, -1):
-                last[stage] = decile
-                log.info("%s: %d/%d", stage, done, total)
-
-        yield update
+def _progress(bar: ProgressReporter):  # noqa: ANN202 - the core's (stage, done, total) callback
+    return lambda stage, done, total: bar.update(stage, done, total)
 
 
-def _summary_table(title: str, counts: dict[str, int], rows: list[tuple[str, str]]) -> Table:
-    table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("split")
-    table.add_column("images", justify="right")
-    for split in ("train", "val", "test"):
-        table.add_row(split, str(counts.get(split, 0)))
-    table.add_row("[bold]total[/]", f"[bold]{sum(counts.values())}[/]")
-    for key, value in rows:
-        table.add_row(f"[dim]{escape(key)}[/]", escape(value))
-    return table
+def _summary_table(title: str, counts: dict[str, int], rows: list[tuple[str, str]]) -> None:
+    table = [[split, str(counts.get(split, 0))] for split in ("train", "val", "test")]
+    table.append(["[bold]total[/]", f"[bold]{sum(counts.values())}[/]"])
+    table += [[f"[dim]{escape(key)}[/]", escape(value)] for key, value in rows]
+    print_table(title, ["split", "images"], table)
 
 
-def _write_report(path: Path | None, report: PrepareReport) -> None:
+def _write_report(path: Path | None, report) -> None:  # noqa: ANN001 - PrepareReport
     if path is not None:
         atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
 
 
 @handle_errors
+@configurable("prepare")
 def prepare(
     src: Path | None = typer.Argument(None, help="Source folder (any layout); omit with --synthetic.",
                                       show_default=False),
@@ -90,6 +59,9 @@ def prepare(
     n_val: int = typer.Option(50, "--n-val", help="With --synthetic: validation images."),
     n_test: int = typer.Option(50, "--n-test", help="With --synthetic: test images (half in counterfactual pairs)."),
     seed: int = typer.Option(0, "--seed", help="With --synthetic: random seed."),
+    quiet: bool = quiet_option(),
+    config: Path | None = config_option(),
+    set_: list[str] = set_option(),
 ) -> None:
     """Turn QaTa-COV19, MosMedData+, Ariadne, plain folders, NIfTI or DICOM data into one validated DATA_DIR.
 
@@ -97,26 +69,30 @@ def prepare(
     DATA_DIR/dataset.json. Any problem (missing mask, corrupt file, size mismatch, empty note, duplicate id, ...)
     exits 2 and writes nothing unless --skip-bad.
     """
+    from reclmis_core.data.prepare import PrepareError, PrepareOptions, prepare_dataset
+    from reclmis_core.data.synthetic import SyntheticConfig, write_synthetic
+
+    quiet_mode(quiet)
     if synthetic:
         if src is not None:
             raise ConfigError("give either SRC or --synthetic, not both")
         cfg = SyntheticConfig(n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed)
-        with _progress() as progress:
+        with ProgressReporter() as bar:
             info = write_synthetic(out_dir, cfg, layout=synthetic_layout, overwrite=overwrite, workers=workers,
-                                   progress=progress)
+                                   progress=_progress(bar))
         rows = [("output", str(out_dir)), ("layout", info["layout"]), ("size", f"{size} px"),
                 ("counterfactual pairs", str(info["n_counterfactual_pairs"]))]
-        out.print(_summary_table("synthetic data", info["counts"], rows))
+        _summary_table("synthetic data", info["counts"], rows)
         if synthetic_layout == "qata":
-            out.print(f"prepare it with: reclmis prepare {out_dir} --out DATA_DIR")
+            say(f"prepare it with: reclmis prepare {out_dir} --out DATA_DIR")
         return
     if src is None:
         raise ConfigError("missing SRC: give a source folder, or --synthetic")
     options = PrepareOptions(layout=layout, size=size, skip_bad=skip_bad, window=window, keep_empty=keep_empty,
                              overwrite=overwrite, workers=workers)
     try:
-        with _progress() as progress:
-            report = prepare_dataset(src, out_dir, options, progress=progress)
+        with ProgressReporter() as bar:
+            report = prepare_dataset(src, out_dir, options, progress=_progress(bar))
     except PrepareError as exc:
         for problem in exc.report.problems:
             style = "red" if problem.fatal else "yellow"
@@ -131,4 +107,4 @@ def prepare(
         rows.append(("warnings", f"{len(report.warnings)} (see dataset.json)"))
     if report.dropped:
         rows.append(("dropped (--skip-bad)", f"{len(report.dropped)} (see dataset.json)"))
-    out.print(_summary_table("prepared data", report.counts, rows))
+    _summary_table("prepared data", report.counts, rows)

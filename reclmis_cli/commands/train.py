@@ -13,21 +13,26 @@ import typer
 from reclmis_core.config import (
     RunConfig,
     build_config,
+    check_preset,
     config_from_dict,
     deep_merge,
     flatten,
     load_yaml,
     parse_overrides,
+    preset_defaults,
+    run_sections,
 )
 from reclmis_core.errors import ConfigError
 
-from ..console import console, handle_errors, is_interactive
+from ..console import ProgressReporter, console, handle_errors, is_interactive, quiet_mode
+from ..options import device_option, quiet_option, threads_option
 
 log = logging.getLogger("reclmis_cli.train")
 
 ABLATABLE = ("cvr", "clr", "ccl")
 # Options that may change when a run is resumed; anything else must match the run's config.
-RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.tensorboard", "train.on_nonfinite", "train.log_every"}
+RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.tensorboard", "train.on_nonfinite", "train.log_every",
+                  "data.num_workers"}
 
 
 def parse_text_encoder(spec: str) -> dict[str, Any]:
@@ -82,27 +87,27 @@ def resolve_run_config(
     """The run config, the data folder and a default run name (preset < recipe < YAML < --set < flags)."""
     from accelerate import PartialState
 
+    from reclmis_core.data.folders import check_data_dir
     from reclmis_core.engine.datasets_registry import get_recipe, recipe_overrides, resolve_dataset
 
     if dataset and data:
         raise ConfigError("pass either --dataset NAME or --data DATA_DIR, not both")
     recipe = get_recipe(dataset) if dataset else None
-    file_data = load_yaml(config) if config else {}
-    name = preset or file_data.get("preset") or (recipe.preset if recipe else None) or "paper"
+    file_data = run_sections(load_yaml(config)) if config else {}
+    name = check_preset(preset or file_data.get("preset") or (recipe.preset if recipe else None) or "paper")
     overrides = deep_merge(recipe_overrides(recipe, name), {k: v for k, v in file_data.items() if k != "preset"})
     overrides = deep_merge(overrides, parse_overrides(sets))
     overrides = deep_merge(overrides, flags)
     if dataset:
         data_dir = resolve_dataset(dataset, main_process_first=PartialState(cpu=cpu).main_process_first)
     elif data is not None:
-        data_dir = data
+        data_dir = check_data_dir(data)
     elif overrides.get("data", {}).get("root"):
         data_dir = Path(overrides["data"]["root"])
     else:
         raise ConfigError("no training data: pass --dataset qata|mosmed|sample or --data DATA_DIR "
                           "(a folder made by 'reclmis prepare')")
-    if not (data_dir / "manifest.csv").is_file():
-        raise ConfigError(f"{data_dir} has no manifest.csv; prepare it first: reclmis prepare SRC --out {data_dir}")
+    check_data_dir(data_dir)
     overrides = deep_merge(overrides, {"data": {"root": str(data_dir.resolve())}})
     cfg = build_config(name, None, overrides)
     run_name = f"{dataset or data_dir.resolve().name}-{name}"
@@ -129,7 +134,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
                if k not in RESUMABLE_KEYS and k != "data.root" and flat_saved.get(k, object()) != v}
     if changed:
         k, v = next(iter(changed.items()))
-        raise ConfigError(f"--resume continues {run_dir} with its own config; {k}={v!r} differs from its "
+        raise ConfigError(f"--resume continues {run_dir} with the config saved in it; {k}={v!r} differs from its "
                           f"{flat_saved.get(k)!r} (only {', '.join(sorted(RESUMABLE_KEYS))} may change). "
                           "Start a new run with --out instead")
     keep = {k: v for k, v in flatten(overrides).items() if k in RESUMABLE_KEYS}
@@ -141,46 +146,54 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
 
 
 class _Progress:
-    """Rich progress bar on a terminal; plain log lines every ``log_every`` steps otherwise."""
+    """Training progress through the one progress adapter: a bar per epoch and one for validation on a
+    terminal, plus one row per epoch (epoch, losses, val_dice, val_miou, lr, time); plain log lines when piped."""
 
-    def __init__(self, log_every: int, quiet: bool) -> None:
-        self.log_every = max(1, log_every)
-        self.quiet = quiet
-        self.bar: Any = None
-        self.task: Any = None
+    def __init__(self, log_every: int) -> None:
+        self.bar = ProgressReporter(transient=True, every=max(1, log_every))
         self.best = -1.0
+        self.header = False
 
     def __call__(self, ev: Any) -> None:
-        if ev.kind == "start" and is_interactive() and not self.quiet:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                                transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=ev.steps, epoch=f"{ev.epoch}/{ev.epochs}", info="")
+        if ev.kind == "start":
+            self.bar.__enter__()
         elif ev.kind == "step":
-            info = (" ".join(f"{k} {v:.3f}" for k, v in ev.parts.items())
+            shown = {k: v for k, v in ev.parts.items() if k in ("loss", "dice_loss")}  # all losses: the epoch row
+            info = (" ".join(f"{k} {v:.3f}" for k, v in shown.items())
                     + f" | {ev.images_per_s:.1f} img/s | ETA {_hms(ev.eta_s)}")
-            if self.bar is not None:
-                self.bar.update(self.task, completed=ev.step, total=ev.steps, epoch=f"{ev.epoch}/{ev.epochs}",
-                                info=info)
-            elif ev.step % self.log_every == 0 or ev.step == ev.steps:
-                log.info("epoch %d/%d step %d/%d  %s", ev.epoch, ev.epochs, ev.step, ev.steps, info)
+            self.bar.update("train", ev.step, ev.steps, info=info, label=f"epoch {ev.epoch}/{ev.epochs}")
+        elif ev.kind == "val_step":
+            self.bar.update("val", ev.step, ev.steps, label="  validation")
         elif ev.kind == "epoch":
-            r = ev.record
-            best = r["val_dice"] > self.best
-            self.best = max(self.best, r["val_dice"])
-            parts = " ".join(f"{k} {r[k]:.4f}" for k in ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl") if k in r)
-            log.info("epoch %d/%d  %s  val Dice %.4f mIoU %.4f  lr %.2e  %.1fs%s", ev.epoch, ev.epochs, parts,
-                     r["val_dice"], r["val_miou"], r["lr"], r["seconds"], "  [best]" if best else "")
-        elif ev.kind == "end" and self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+            self.bar.remove("train")
+            self.bar.remove("val")
+            self._row(ev)
+        elif ev.kind == "end":
+            self.bar.close()
+
+    def _row(self, ev: Any) -> None:
+        r = ev.record
+        best = r["val_dice"] > self.best
+        self.best = max(self.best, r["val_dice"])
+        losses = [k for k in r if k == "loss" or k.endswith("_loss")]
+        if is_interactive():  # a table-like row per epoch, as Ultralytics prints
+            cols = ["epoch", *losses, "val_dice", "val_miou", "lr", "time"]
+            width = {c: max(9, len(c) + 1) for c in cols}
+            if not self.header:
+                self.header = True
+                self.bar.line("".join(c.rjust(width[c]) for c in cols), markup="[bold]" + "".join(
+                    c.rjust(width[c]) for c in cols) + "[/]")
+            cells = [f"{ev.epoch}/{ev.epochs}", *(f"{r[k]:.4f}" for k in losses), f"{r['val_dice']:.4f}",
+                     f"{r['val_miou']:.4f}", f"{r['lr']:.2e}", f"{r['seconds']:.1f}s"]
+            text = "".join(c.rjust(width[k]) for c, k in zip(cells, cols)) + ("  best" if best else "")
+            self.bar.line(text)
+        else:
+            parts = " ".join(f"{k} {r[k]:.4f}" for k in losses)
+            self.bar.line(f"epoch {ev.epoch}/{ev.epochs}  {parts}  val_dice {r['val_dice']:.4f} val_miou "
+                          f"{r['val_miou']:.4f}  lr {r['lr']:.2e}  {r['seconds']:.1f}s{'  [best]' if best else ''}")
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.close()
 
 
 def _hms(seconds: float) -> str:
@@ -188,69 +201,102 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+_DEFAULTS = "default: from the preset"
+
+
 @handle_errors
 def train(
-    dataset: str = typer.Option(None, "--dataset", help="Registered dataset: qata | mosmed | sample (bundled)."),
+    dataset: str = typer.Option(None, "--dataset", help="Registered dataset: qata | mosmed (paper recipe, 200/500 "
+                                "epochs) | sample (bundled; tiny preset: 30 epochs, batch 8, lr 0.003)."),
     data: Path = typer.Option(None, "--data", help="A DATA_DIR made by 'reclmis prepare' (instead of --dataset)."),
-    preset: str = typer.Option(None, "--preset", help="paper | tiny | guided | guided-tiny (default: the dataset's)."),
-    config: Path = typer.Option(None, "--config", help="YAML file with config overrides."),
-    out: Path = typer.Option(None, "--out", help="Run folder (default runs/<dataset>-<preset>)."),
-    epochs: int = typer.Option(None, "--epochs", help="Training epochs."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Images per step per process."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate (Adam)."),
+    preset: str = typer.Option(None, "--preset", "-p", help="paper | tiny | guided | guided-tiny (default: the "
+                               "dataset's, else paper)."),
+    config: Path = typer.Option(None, "--config", help="YAML config (model, data, train, ... sections)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder (default runs/<dataset>-<preset>)."),
+    epochs: int = typer.Option(None, "--epochs", "-e", help=f"Training epochs ({_DEFAULTS}: {preset_defaults('epochs')})."),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", help=f"Images per step per process ({_DEFAULTS}: "
+                                   f"{preset_defaults('batch_size')})."),
+    lr: float = typer.Option(None, "--lr", help=f"Peak learning rate, Adam ({_DEFAULTS}: {preset_defaults('lr')})."),
     text_encoder: str = typer.Option(None, "--text-encoder",
                                      help="clip | clip:<folder|file|hub-id> | minilm | scratch | hf:<id>."),
     no_text: bool = typer.Option(False, "--no-text", help="Image-only baseline (no text tower)."),
     ablate: str = typer.Option(None, "--ablate", help="Turn branches off, e.g. cvr,clr,ccl."),
-    resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR/last exactly where it stopped."),
+    resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR/last exactly where it stopped (its own "
+                                "config: give --out RUN_DIR)."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Overwrite an existing run folder."),
     seed: int = typer.Option(None, "--seed", help="Global seed (offset by process rank)."),
-    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. "
+                                   "--set train.warmup_epochs=2."),
     deterministic: bool = typer.Option(None, "--deterministic/--no-deterministic",
                                        help="Deterministic kernels (exact resume; slower on GPU)."),
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16 (fp16 needs a GPU)."),
     patience: int = typer.Option(None, "--patience", help="Early stopping after N epochs without better val Dice."),
     grad_accum: int = typer.Option(None, "--grad-accum", help="Gradient accumulation steps."),
     tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Log to RUN_DIR (TensorBoard)."),
-    cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even if a GPU is visible."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    workers: int = typer.Option(None, "--workers", "-w", help="DataLoader worker processes (default 0: in the "
+                                "main process; data.num_workers)."),
+    device: str = device_option(),
+    threads: int = threads_option(),
+    cpu: bool = typer.Option(False, "--cpu", help="Deprecated: use --device cpu.", hidden=True),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Train RecLMIS; writes RUN_DIR/config.yaml, metrics.csv, best/ and last/."""
+    if preset is not None:
+        check_preset(preset)  # a typo fails at once, before torch loads or the sample data is prepared
+    from reclmis_core.device import apply_threads, resolve_device
     from reclmis_core.engine.trainer import Trainer
 
-    if quiet or int(os.environ.get("RANK", "0") or 0) != 0:
-        logging.getLogger("reclmis_core").setLevel(logging.WARNING)
-        logging.getLogger("reclmis_cli").setLevel(logging.WARNING)
+    if cpu:
+        log.warning("--cpu is deprecated and will be removed in the next release; use --device cpu")
+        device = "cpu"
+    rank0 = int(os.environ.get("RANK", "0") or 0) == 0
+    quiet = quiet_mode(quiet or not rank0)
+    resolve_device(device)  # a device that is not there: exit 2 before any data is prepared
     flags = flag_overrides(
         epochs=epochs, batch_size=batch_size, lr=lr, text_encoder=text_encoder, no_text=no_text, ablate=ablate,
         seed=seed, deterministic=deterministic, mixed_precision=mixed_precision, patience=patience,
         grad_accum=grad_accum, tensorboard=tensorboard,
     )
+    if workers is not None:
+        if workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {workers}")
+        flags = deep_merge(flags, {"data": {"num_workers": workers}})
     if resume and exist_ok:
         raise ConfigError("--resume continues a run and --exist-ok overwrites it; pass one of them")
-    if resume and out is not None and not (dataset or data or preset or config):
+    if resume and not (dataset or data):
         # `reclmis train --resume --out RUN_DIR`: everything comes from the run itself
-        cfg = resume_config(out, deep_merge(parse_overrides(set_), flags))
+        if out is None:
+            raise ConfigError("--resume continues a run with the config saved in it: pass its folder, "
+                              "reclmis train --resume --out RUN_DIR (or the --dataset/--data it was started with)")
+        given = run_sections(load_yaml(config)) if config else {}
+        if preset:
+            given["preset"] = preset
+        # the run's own config wins; what --preset/--config/--set/flags give must match it (resume_config says which)
+        cfg = resume_config(out, deep_merge(deep_merge(given, parse_overrides(set_)), flags))
         data_dir, run_dir = Path(cfg.data.root or ""), out
     else:
         cfg, data_dir, run_name = resolve_run_config(dataset=dataset, data=data, preset=preset, config=config,
-                                                     sets=set_, flags=flags, cpu=cpu)
+                                                     sets=set_, flags=flags, cpu=device == "cpu")
         run_dir = out or Path("runs") / run_name
         if resume:
             user = deep_merge(parse_overrides(set_), flags)
             cfg = resume_config(run_dir, deep_merge(user, {"data": {"root": cfg.data.root}}))
-    progress = _Progress(cfg.train.log_every, quiet)
+    n_threads = apply_threads(threads, cfg.model)
+    log.debug("training on %d intra-op thread(s)", n_threads)
+    progress = _Progress(cfg.train.log_every)
     t0 = time.perf_counter()
     try:
-        result = Trainer(cfg, data_dir, run_dir, resume=resume, exist_ok=exist_ok, progress=progress, cpu=cpu).fit()
+        result = Trainer(cfg, data_dir, run_dir, resume=resume, exist_ok=exist_ok, progress=progress,
+                         device=device).fit()
     finally:
         progress.close()
-    if int(os.environ.get("RANK", "0") or 0) == 0 and not quiet:
+    if rank0 and not quiet:
         console.print(
             f"[bold green]done[/] in {_hms(time.perf_counter() - t0)}: best val Dice {result.best_dice:.4f} "
             f"(epoch {result.best_epoch}/{result.epochs_done}{', stopped early' if result.stopped_early else ''}"
             f"{f', {result.skipped_steps} steps skipped' if result.skipped_steps else ''}) -> {run_dir}/best\n"
-            f"next: reclmis eval --checkpoint {run_dir}/best --data {data_dir}"
+            f"next: reclmis eval --checkpoint {run_dir}/best --data {data_dir}",
+            highlight=False,
         )
 
 

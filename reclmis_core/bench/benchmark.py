@@ -39,13 +39,15 @@ import torch
 from torch import Tensor, nn
 
 from ..config import RunConfig, build_config
-from ..errors import ConfigError
+from ..device import apply_threads, resolve_device
+from ..errors import ConfigError, DataError
 from ..export.exporter import SAMPLE_NOTES, sample_images
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "eager-channels-last", "eager-bf16", "onnx", "onnx-int8", "compile", "compile-bf16")
-DEFAULT_BACKENDS = ("eager", "eager-channels-last", "eager-bf16", "onnx", "onnx-int8", "compile")
+DEFAULT_BACKENDS = ("eager", "eager-channels-last", "eager-bf16", "onnx", "onnx-int8", "compile")  # Table II
+QUICK_BACKENDS = ("eager", "onnx")  # the default run: a few minutes on a laptop CPU
 
 CONVENTION = (
     "MACs = multiply-accumulates of conv/linear/matmul/attention (FlopCounterMode; attention included, "
@@ -68,17 +70,17 @@ REFERENCE = {
 class BenchConfig:
     preset: str | None = "paper"  # (str) preset to build when no checkpoint is given
     checkpoint: str | None = None  # (str) checkpoint folder (wins over preset)
-    device: str = "cpu"  # (str) cpu | cuda
-    batch_sizes: tuple[int, ...] = (1, 8)  # (tuple) batch sizes for latency
-    backends: tuple[str, ...] = DEFAULT_BACKENDS  # (tuple) latency backends
+    device: str = "auto"  # (str) auto | cpu | cuda | cuda:N (reclmis_core.device.resolve_device)
+    batch_sizes: tuple[int, ...] = (1,)  # (tuple) batch sizes for latency (Table II: 1,8)
+    backends: tuple[str, ...] = QUICK_BACKENDS  # (tuple) latency backends (Table II: DEFAULT_BACKENDS)
     text_len: int = 18  # (int) tokens per note (incl. special tokens) for MACs and latency
-    runs: int = 20  # (int) timed runs per measurement (>= 20 for the report)
-    warmup: int = 3  # (int) untimed runs first
+    runs: int = 10  # (int) timed runs per measurement (>= 20 for the report)
+    warmup: int = 2  # (int) untimed runs first
     train_batch: int = 2  # (int) batch of the training-step throughput measurement; 0 = skip
     train_steps: int = 3  # (int) timed training steps
     latency: bool = True  # (bool) measure latency (False: counts only)
     text_inside: bool = True  # (bool) also time with the text encoder inside the timed region
-    threads: int = 0  # (int) torch/ORT intra-op threads; 0 = torch's default
+    threads: int = 0  # (int) torch/ORT intra-op threads; 0 = reclmis_core.device.apply_threads's default
     data: str | None = None  # (str) prepared DATA_DIR: also score each backend's Dice on its split
     split: str = "test"  # (str) split scored with --data
 
@@ -131,15 +133,36 @@ class BenchReport:
     dice_by_backend: dict[str, float] = field(default_factory=dict)  # with --data: mean per-image Dice
     load_average: list[float] = field(default_factory=list)  # 1-min load average before and after the latency runs
     data: str | None = None
+    complete: bool = False  # False while measuring (a report written on the way, or cut by Ctrl-C)
 
     def to_json(self) -> dict[str, Any]:
         """The contract's keys (plus extras: source, conventions, reconciliation, per-row details)."""
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(dataclasses.replace(self, latency=list(self.latency)))
 
 
 # --------------------------------------------------------------------------------------------------
 # Model and inputs
 # --------------------------------------------------------------------------------------------------
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "RANDOMLY INITIALISED" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init() -> Any:
+    """Silence the text tower's random-init warning: it suggests a training option (--text-encoder) that means
+    nothing to bench, whose counts and timings do not depend on the weights."""
+    flt = _DropRandomInitWarning()
+    loggers = [logging.getLogger(n) for n in ("reclmis_core.models.text.clip", "reclmis_core.models.text")]
+    for lg in loggers:
+        lg.addFilter(flt)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(flt)
 
 
 def load_bench_model(cfg: BenchConfig) -> tuple[Any, RunConfig, str]:
@@ -153,7 +176,8 @@ def load_bench_model(cfg: BenchConfig) -> tuple[Any, RunConfig, str]:
 
     run_cfg = build_config(cfg.preset or "paper")
     corpus = SAMPLE_NOTES if run_cfg.model.text.encoder == "scratch" else None
-    model = build_model(run_cfg.model, corpus=corpus)
+    with _quiet_random_init():  # random weights are what bench wants; the report notes it
+        model = build_model(run_cfg.model, corpus=corpus)
     init = "random init"
     return model.eval(), run_cfg, f"preset {run_cfg.preset} ({init})"
 
@@ -572,12 +596,27 @@ def _reconciliation(model: Any, run_cfg: RunConfig, params_infer: int, params_te
     return lines
 
 
-def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> BenchReport:
+class _Rows(list):
+    """The report's latency rows; every append also hands the report so far to ``on_update``."""
+
+    def __init__(self, on_append: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_append = on_append
+
+    def append(self, row: Any) -> None:
+        super().append(row)
+        self._on_append()
+
+
+def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = None,
+                  on_update: Callable[[BenchReport], None] | None = None) -> BenchReport:
     """Count parameters and MACs, time every requested backend, measure a training step.
 
     Args:
         cfg: what to measure (see ``BenchConfig``).
         progress: optional callback receiving one short line per step (the CLI logs it).
+        on_update: optional callback receiving the report after the counts and after every latency row
+            (``complete`` False until the end), so a caller can write what was measured as it comes.
 
     Returns:
         BenchReport (``to_json()`` gives the contract keys).
@@ -588,18 +627,16 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
         raise ConfigError(f"unknown backend(s) {', '.join(unknown)}. Available: {', '.join(BACKEND_BUILDERS)}")
     if any(b < 1 for b in cfg.batch_sizes) or not cfg.batch_sizes:
         raise ConfigError(f"--batch-sizes must be positive integers, got {cfg.batch_sizes}")
-    if cfg.device not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be cpu or cuda, got '{cfg.device}'")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu")
+    device = resolve_device(cfg.device)
     if cfg.runs < 1 or cfg.warmup < 0:
         raise ConfigError("--runs must be >= 1 and --warmup >= 0")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
+    if cfg.data:  # before any expensive work
+        _check_split(cfg)
+    update = on_update or (lambda report: None)
 
     say("building the model")
     model, run_cfg, source = load_bench_model(cfg)
+    apply_threads(cfg.threads or None, run_cfg.model)
     inf = model.for_inference()
     size, ch = run_cfg.model.image_size, run_cfg.model.in_channels
     uses_text = inf.seg.uses_text
@@ -635,7 +672,7 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
         gmacs_infer=g(f_infer), gflops_infer=round(f_infer / 1e9, 3),
         gmacs_infer_with_text=g(f_infer + f_text), gflops_infer_with_text=round((f_infer + f_text) / 1e9, 3),
         gmacs_train_fwd=g(f_train), gflops_train_fwd=round(f_train / 1e9, 3),
-        device=cfg.device, threads=torch.get_num_threads(),
+        device=str(device), threads=torch.get_num_threads(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_name()} ({torch.get_num_threads()} threads)",
     )
@@ -649,14 +686,17 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
     if "random init" in source:
         report.notes.append("weights are randomly initialised: counts and timings are exact, predictions are not meaningful")
 
+    update(report)
+
     # -- latency -----------------------------------------------------------------------------------
+    report.latency = _Rows(lambda: update(report))
     if cfg.latency:
         report.load_average.append(_load())
         model.to(device)
         with tempfile.TemporaryDirectory(prefix="reclmis-bench-") as tmp:
             ctx = _Ctx(inf, run_cfg, device, Path(tmp), threads=torch.get_num_threads())
             split = _load_split(cfg, run_cfg) if cfg.data else None
-            report.latency = _measure_latency(ctx, cfg, say, split)
+            _measure_latency(ctx, cfg, say, split, rows=report.latency)
         if split is not None:
             report.data = f"{cfg.data} ({cfg.split}, {len(split[2])} images)"
             report.dice_by_backend = {r.backend: r.dice for r in report.latency if r.dice is not None}
@@ -674,7 +714,21 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
         say(f"timing training steps (batch {cfg.train_batch})")
         report.train_batch = cfg.train_batch
         report.train_images_per_s = _train_throughput(model, run_cfg, cfg, device)
+    report.latency = list(report.latency)
+    report.complete = True
+    update(report)
     return report
+
+
+def _check_split(cfg: BenchConfig) -> None:
+    """``--data`` is a prepared folder with images in ``--split`` (ConfigError/DataError otherwise)."""
+    from ..data.dataset import read_manifest
+    from ..data.folders import check_data_dir
+
+    check_data_dir(cfg.data)
+    n = int((read_manifest(cfg.data)["split"] == cfg.split).sum())
+    if n == 0:
+        raise DataError(f"--data {cfg.data} has no '{cfg.split}' images; pick another --split (train, val, test)")
 
 
 def _load_split(cfg: BenchConfig, run_cfg: RunConfig) -> tuple[Tensor, np.ndarray, list[str]]:
@@ -707,8 +761,9 @@ def _split_dice(seg_fn: SegFn, text_fn: TextFn, tokenize: Callable[[list[str]], 
 
 
 def _measure_latency(ctx: _Ctx, cfg: BenchConfig, say: Callable[[str], None],
-                     split: tuple[Tensor, np.ndarray, list[str]] | None = None) -> list[LatencyRow]:
-    rows: list[LatencyRow] = []
+                     split: tuple[Tensor, np.ndarray, list[str]] | None = None,
+                     rows: list[LatencyRow] | None = None) -> list[LatencyRow]:
+    rows = [] if rows is None else rows
     uses_text = _uses_text(ctx)
     dev = cfg.device
     n_agree = 4
@@ -722,7 +777,8 @@ def _measure_latency(ctx: _Ctx, cfg: BenchConfig, say: Callable[[str], None],
         backends.remove("eager")
         backends.insert(0, "eager")
     for name in backends:
-        say(f"latency: {name}")
+        say(f"latency: {name} ({backends.index(name) + 1}/{len(backends)}), batch sizes "
+            f"{', '.join(map(str, cfg.batch_sizes))}")
         try:
             seg_fn, text_fn, note = BACKEND_BUILDERS[name](ctx)
         except Skip as exc:

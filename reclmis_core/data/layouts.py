@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..choices import LAYOUTS  # defined there: the CLI help lists them without importing pandas
 from ..errors import DataError
 from .io import DICOM_EXTS, RASTER_EXTS, is_dicom, is_nifti
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("qata", "mosmed", "ariadne", "folder", "nifti", "dicom")
 SPLITS = ("train", "val", "test")
 
 #: Problem kinds. All are fatal (exit 2 unless --skip-bad) except ``non_binary_mask`` (a warning).

@@ -36,6 +36,7 @@ _DEFAULTS_BEFORE = {1: {"model": {"ci_order": "reference"}}}
 MODEL_CLASS = "RecLMIS"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+ONNX_SIDECAR = "reclmis_export.json"  # what an ONNX export folder holds instead (export.onnx.SIDECAR)
 
 
 def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: dict[str, Any] | None = None) -> None:
@@ -113,6 +114,10 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint not found: {folder}")
     cfg_path = folder / CONFIG
+    if (folder / ONNX_SIDECAR).is_file() and not (folder / WEIGHTS).is_file():
+        raise CheckpointError(f"{folder} is an ONNX export, not a checkpoint: run it with --backend onnx "
+                              f"(reclmis predict --backend onnx --checkpoint {folder} ...), or pass the checkpoint "
+                              "folder it was exported from")
     if not cfg_path.is_file() or not (folder / WEIGHTS).is_file():
         raise CheckpointError(f"{folder} is not a reclmis checkpoint: it needs {WEIGHTS} and {CONFIG}")
     try:
@@ -178,3 +183,16 @@ def _check_and_load(model: RecLMIS, state: dict[str, Any], folder: Path) -> None
             f"{folder / WEIGHTS} does not match the architecture in its config.json: " + "; ".join(parts)
         )
     model.load_state_dict(state, strict=False)
+
+
+def find_latest_checkpoint(root: str | Path = "runs") -> Path:
+    """The newest ``runs/*/best`` checkpoint (by the time its config.json was written): the one newest-run finder
+    that predict, eval and export use when no ``--checkpoint`` is given."""
+    root = Path(root)
+    found = [p for p in root.glob("*/best") if (p / CONFIG).is_file()]
+    if not found:
+        raise CheckpointError(
+            f"no checkpoint given and none found under {root}/*/best; train one with 'reclmis train' "
+            "or pass --checkpoint PATH"
+        )
+    return max(found, key=lambda p: ((p / CONFIG).stat().st_mtime, str(p)))

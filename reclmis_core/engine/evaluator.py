@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..metrics.dice import ScoreAccumulator
 from ..metrics.leakage import LeakageAccumulator
@@ -120,9 +121,7 @@ def notes_for_mode(notes: Sequence[str], mode: str, seed: int = 0) -> list[str]:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(device)
 
 
 @torch.no_grad()

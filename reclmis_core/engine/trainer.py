@@ -4,7 +4,8 @@
 ``infer.threshold``), and writes into RUN_DIR::
 
     config.yaml     the resolved RunConfig (text max_length resolved), written before the first step
-    metrics.csv     one row per epoch: epoch, loss parts, val_dice, val_miou, lr, seconds
+    metrics.csv     one row per epoch: epoch, losses (loss, dice_loss, ...), val_dice, val_miou, lr, seconds
+    results.json    summary (best epoch and scores, last losses, history); results.png: loss and val curves
     last/           checkpoint after every epoch  (model.safetensors + config.json + state/)
     best/           checkpoint of the best val Dice so far
 
@@ -40,30 +41,35 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig, config_to_dict, flatten, save_yaml
+from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
 from ..utils import atomic_write_text, seed_everything
 from .checkpoint import read_checkpoint_config, recover_folder, replace_folder, write_checkpoint_files
 from .objective import RecLMISObjective
+from .report import write_run_report
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
-METRIC_PARTS = ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl")
+METRIC_PARTS = ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl")  # the objective's loss parts
+# Their names in metrics.csv and the console: losses are named as losses (``dice_loss`` is 1 - soft Dice, next to
+# ``val_dice``, the validation Dice score), never a bare ``dice``.
+METRIC_COLUMNS = {k: (k if k == "loss" else f"{k}_loss") for k in METRIC_PARTS}
 
 
 @dataclass
 class ProgressEvent:
     """What the progress callback receives (main process only)."""
 
-    kind: str  # "start" | "step" | "epoch" | "end"
+    kind: str  # "start" | "step" | "val_step" | "epoch" | "end"
     epoch: int  # 1-based epoch in progress (or just finished)
     epochs: int
     step: int = 0  # 1-based step within the epoch
     steps: int = 0  # steps per epoch
-    parts: dict[str, float] = field(default_factory=dict)  # running means of the loss parts this epoch
+    parts: dict[str, float] = field(default_factory=dict)  # running means of the losses this epoch (metrics.csv names)
     images_per_s: float = 0.0
     eta_s: float = 0.0  # seconds left for the whole run
     record: dict[str, float] | None = None  # the metrics.csv row at "epoch"
@@ -143,7 +149,9 @@ class Trainer:
         resume: continue from ``run_dir/last``.
         exist_ok: overwrite the run files (config.yaml, metrics.csv, best/, last/) of an existing run folder.
         progress: optional callback receiving :class:`ProgressEvent` on the main process.
-        cpu: force the CPU even when a GPU is visible (also ``ACCELERATE_USE_CPU=1``).
+        cpu: force the CPU even when a GPU is visible (also ``ACCELERATE_USE_CPU=1``); same as ``device="cpu"``.
+        device: ``auto | cpu | cuda | cuda:N`` (:func:`reclmis_core.device.resolve_device`); under a multi-process
+            launcher each process takes its own GPU.
 
     Example:
         >>> cfg = build_config("tiny", overrides={"train": {"epochs": 1}})
@@ -160,6 +168,7 @@ class Trainer:
         exist_ok: bool = False,
         progress: ProgressFn | None = None,
         cpu: bool = False,
+        device: str = "auto",
     ) -> None:
         run_dir = Path(run_dir)
         ours = [run_dir / n for n in ("config.yaml", "metrics.csv", "last", "best")]
@@ -178,6 +187,7 @@ class Trainer:
         self.resume = resume
         self.progress = progress
         self.cpu = cpu
+        self.device = resolve_device("cpu" if cpu else device)  # a device that is not there fails here, at once
         self.state = _State()
         self.history: list[dict[str, float]] = []
         self.accelerator: Any = None
@@ -190,8 +200,10 @@ class Trainer:
         from accelerate.utils import DataLoaderConfiguration
 
         t = self.cfg.train
-        cpu = self.cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        cpu = self.device.type == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
         on_gpu = torch.cuda.is_available() and not cpu
+        if on_gpu and self.device.index is not None and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+            torch.cuda.set_device(self.device)  # Accelerate's single process uses the current CUDA device
         if t.mixed_precision == "fp16" and not on_gpu:
             raise ConfigError("train.mixed_precision=fp16 needs a CUDA GPU; on the CPU use bf16 or no")
         if t.mixed_precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
@@ -397,8 +409,10 @@ class Trainer:
         self.model.eval()
         self.infer_model = self.raw_model.for_inference()
         scores = ScoreAccumulator()
-        for batch in self.val_dl:
+        steps = len(self.val_dl)
+        for step, batch in enumerate(self.val_dl, start=1):
             pred, target = self.validation_step(batch)
+            self._emit(ProgressEvent("val_step", self.state.epoch + 1, self.cfg.train.epochs, step, steps))
             pred, target = self.accelerator.gather_for_metrics((pred, target))
             scores.update(pred.cpu().numpy(), target.cpu().numpy())
         self.model.train()
@@ -423,6 +437,8 @@ class Trainer:
         self.history.append(record)
         if self.is_main:
             self._write_metrics()
+            write_run_report(self.run_dir, self.history, best_epoch=st.best_epoch, best_dice=st.best_dice,
+                             stopped_early=False, skipped_steps=st.skipped_steps)
         if self.cfg.train.tensorboard:
             self.accelerator.log({f"train/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch)
         patience = self.cfg.train.patience
@@ -499,7 +515,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 parts = self.train_epoch(epoch, t_run, start_epoch)
                 val_dice, val_miou = self.validate()
-                record = {"epoch": epoch, **{k: parts[k] for k in METRIC_PARTS if k in parts},
+                record = {"epoch": epoch, **{METRIC_COLUMNS[k]: parts[k] for k in METRIC_PARTS if k in parts},
                           "val_dice": val_dice, "val_miou": val_miou,
                           "lr": float(self.scheduler.get_last_lr()[0]), "seconds": time.perf_counter() - t0}
                 stopped = self.on_epoch_end(epoch, record)
@@ -509,6 +525,10 @@ class Trainer:
         finally:
             if cfg.train.tensorboard:
                 acc.end_training()
+        if stopped and self.is_main:
+            write_run_report(self.run_dir, self.history, best_epoch=self.state.best_epoch,
+                             best_dice=self.state.best_dice, stopped_early=True,
+                             skipped_steps=self.state.skipped_steps)
         self._emit(ProgressEvent("end", self.state.epoch, cfg.train.epochs))
         return TrainResult(self.run_dir, self.state.best_dice, self.state.best_epoch, self.state.epoch, stopped,
                            self.state.skipped_steps, list(self.history))
@@ -538,7 +558,8 @@ class Trainer:
                 per_epoch = (time.perf_counter() - t_run) / max(done_epochs, 1e-9)
                 eta = per_epoch * (epochs_left + 1 - step / self.steps_per_epoch)
                 self._emit(ProgressEvent("step", epoch, self.cfg.train.epochs, step, self.steps_per_epoch,
-                                         {k: v / max(n_ok, 1) for k, v in sums.items()}, images / max(dt, 1e-9), eta))
+                                         {METRIC_COLUMNS.get(k, k): v / max(n_ok, 1) for k, v in sums.items()},
+                                         images / max(dt, 1e-9), eta))
         means = {k: v / max(n_ok, 1) for k, v in sums.items()}
         self._sync_buffers()
         if acc.num_processes > 1 and means:  # average the epoch's parts over processes
@@ -557,7 +578,8 @@ class Trainer:
                 buf.data.copy_(acc.reduce(buf.data.clone(), reduction="mean"))
 
     def _write_metrics(self) -> None:
-        cols = ["epoch", *[k for k in METRIC_PARTS if any(k in r for r in self.history)],
+        names = METRIC_COLUMNS.values()
+        cols = ["epoch", *[k for k in names if any(k in r for r in self.history)],
                 "val_dice", "val_miou", "lr", "seconds"]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")

@@ -23,6 +23,7 @@ for safetensors) against eager PyTorch on phantom chest images with different no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -40,7 +41,8 @@ from torch import Tensor
 
 from .. import __version__
 from ..config import RunConfig, config_to_dict
-from ..errors import CheckpointError, ConfigError
+from ..engine.checkpoint import find_latest_checkpoint
+from ..errors import ConfigError
 from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, export_onnx, onnx_initializer_params, _dims
 
 log = logging.getLogger(__name__)
@@ -139,12 +141,7 @@ def sample_images(cfg: RunConfig, n: int, seed: int = 0) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def latest_checkpoint(root: str | Path = "runs") -> Path:
-    """The newest ``runs/*/best`` checkpoint (CheckpointError if there is none)."""
-    candidates = [p for p in Path(root).glob("*/best") if (p / "config.json").is_file()]
-    if not candidates:
-        raise CheckpointError(f"no checkpoint given and none found under {root}/*/best; pass --checkpoint CKPT")
-    return max(candidates, key=lambda p: (p / "config.json").stat().st_mtime)
+latest_checkpoint = find_latest_checkpoint  # the one newest-run finder, under its older name
 
 
 def resolve_model(
@@ -416,6 +413,36 @@ def _folder_files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, *starts: str) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith(self.starts) or record.getMessage().startswith(self.starts))
+
+
+# Log records that say nothing about the user's export: the ONNX exporter's note that torchvision's detection ops
+# are not registered (four lines per graph; reclmis uses none of them) and the note-length warning about the
+# export's own test notes (verification feeds fixed sample notes, some longer than the model's max_length).
+_NOISE = {
+    "torch.onnx._internal.exporter._registration": ("torchvision is not installed",),
+    "reclmis_core.models.text.base": ("%d of %d notes were longer", ),
+}
+
+
+@contextlib.contextmanager
+def _quiet_export_noise() -> Any:
+    filters = [(logging.getLogger(name), _DropMessages(*starts)) for name, starts in _NOISE.items()]
+    for logger, flt in filters:
+        logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        for logger, flt in filters:
+            logger.removeFilter(flt)
+
+
 def export_model(
     checkpoint_or_model: Any,
     fmt: str,
@@ -424,6 +451,7 @@ def export_model(
     *,
     cfg: RunConfig | None = None,
     opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export the inference graph of a checkpoint folder or a built model.
 
@@ -435,6 +463,7 @@ def export_model(
             if max |diff| > 1e-4.
         cfg: the run config when a model object is given (default: the model's own model config).
         opset: ONNX opset (onnx only).
+        overwrite: replace an existing ``out`` (else ConfigError, checked before any work).
 
     Returns:
         ExportResult with the files, size, parameter counts and the verification details.
@@ -448,17 +477,21 @@ def export_model(
         raise ConfigError(f"unknown export format '{fmt}'. Available: {', '.join(FORMATS)}")
     spec = FORMATS[fmt]
     _check_requirements(spec)
-    start = time.perf_counter()
-    _, inf, run_cfg, source = resolve_model(checkpoint_or_model, cfg)
-    inf = inf.eval()
     dest = Path(out)
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"--out {dest} is a file; {fmt} exports are written to a folder")
+    if dest.exists() and not overwrite:
+        raise ConfigError(f"--out {dest} already exists; pass --overwrite to replace it (only once the new export "
+                          "succeeded), or choose another folder")
+    start = time.perf_counter()
+    _, inf, run_cfg, source = resolve_model(checkpoint_or_model, cfg)
+    inf = inf.eval()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
         log.info("exporting the inference graph as %s to %s", fmt, dest)
-        info = spec.writer(inf, run_cfg, tmp, source, opset)
+        with _quiet_export_noise():
+            info = spec.writer(inf, run_cfg, tmp, source, opset)
         result = ExportResult(
             format=fmt, path=str(dest), files=_folder_files(tmp),
             size_mb=sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6, seconds=0.0,
@@ -472,7 +505,8 @@ def export_model(
             )
         if verify:
             log.info("verifying the %s export against eager PyTorch (batch 1 and 3)", fmt)
-            result.verify = spec.verifier(inf, run_cfg, tmp)
+            with _quiet_export_noise():
+                result.verify = spec.verifier(inf, run_cfg, tmp)
             if not result.verify.passed:
                 raise ExportError(
                     f"--verify failed: the {fmt} export differs from eager PyTorch by max |diff| "

@@ -98,7 +98,8 @@ def _session(path: Path, providers: Sequence[str] | None, threads: int | None) -
     if threads:
         opts.intra_op_num_threads = threads
     available = ort.get_available_providers()
-    chosen = [p for p in (providers or ["CPUExecutionProvider"]) if p in available] or ["CPUExecutionProvider"]
+    chosen = [p for p in (providers or ["CPUExecutionProvider"])
+              if (p[0] if isinstance(p, tuple) else p) in available] or ["CPUExecutionProvider"]
     return ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
 
 

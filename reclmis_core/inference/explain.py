@@ -99,12 +99,22 @@ def render_explanation(img8: np.ndarray, mask: np.ndarray | None, exp: Explanati
     chart_w = label_w + bar_w + 60
     chart_h = max(panel, 28 + rows * row_h + 10)
     title_h = 28
-    canvas = Image.new("RGB", (pw + chart_w + 20, title_h + max(panel, chart_h)), (255, 255, 255))
+    bar_gap = 64  # the W_poi colour bar between the two panels
+    canvas = Image.new("RGB", (pw + bar_gap + chart_w + 20, title_h + max(panel, chart_h)), (255, 255, 255))
     canvas.paste(left, (0, title_h))
     draw = ImageDraw.Draw(canvas)
     shown = note if len(note) <= 110 else note[:107] + "..."
     draw.text((6, 6), f"note: {shown}", fill=(0, 0, 0), font=title_font)
-    x0, y0 = pw + 20, title_h
+    # colour bar of the heat map: its colours from low (bottom) to high (top) interest
+    cb_x, cb_top, cb_h = pw + 8, title_h + 16, panel - 40
+    ramp = colormap(np.linspace(1.0, 0.0, cb_h))
+    for i, colour in enumerate(ramp):
+        draw.line([(cb_x, cb_top + i), (cb_x + 12, cb_top + i)], fill=tuple(int(c) for c in colour))
+    draw.rectangle([cb_x, cb_top, cb_x + 12, cb_top + cb_h], outline=(0, 0, 0))
+    draw.text((cb_x + 16, cb_top - 2), "high", fill=(0, 0, 0), font=font)
+    draw.text((cb_x + 16, cb_top + cb_h - 12), "low", fill=(0, 0, 0), font=font)
+    draw.text((cb_x, title_h), "W_poi", fill=(0, 0, 0), font=font)
+    x0, y0 = pw + bar_gap + 20, title_h
     draw.text((x0, y0), "W_woi (words of interest)", fill=(0, 0, 0), font=font)
     wmax = float(exp.w_woi.max()) if len(exp.w_woi) else 1.0
     colours = colormap(exp.w_woi / wmax if wmax > 0 else exp.w_woi)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..choices import BACKENDS, FORMATS  # noqa: F401  (defined there: the CLI help lists them without torch)
 from ..data.io import (
     DICOM_EXTS,
     NIFTI_EXTS,
@@ -41,7 +42,10 @@ from ..data.io import (
     read_image,
     to_uint8,
 )
-from ..errors import CheckpointError, ConfigError, DataError, ReclmisError
+from ..device import onnx_providers, resolve_device
+from ..engine.checkpoint import find_latest_checkpoint  # noqa: F401  (re-exported: the one newest-run finder)
+from ..errors import ConfigError, DataError, ReclmisError
+from ..metrics.components import count_components
 from ..utils import atomic_write_text
 from .explain import Explanation, render_explanation
 from .restore import (
@@ -62,8 +66,6 @@ from .restore import (
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "png", "nifti", "dicom-seg")
-BACKENDS = ("torch", "onnx")
 ProgressFn = Callable[[int, int, str], None]  # (inputs done, inputs total, stem of the input just finished)
 
 
@@ -343,6 +345,7 @@ class _TorchBackend:
         self.explain = explain
         self.uses_text = model.seg.uses_text
         self.note_optional = self.uses_text and cfg.train.note_dropout > 0  # trained to work without a note too
+        self.model_cfg = cfg.model  # sizes the thread default (reclmis_core.device.apply_threads)
         self.image_size = cfg.model.image_size
         self.in_channels = cfg.model.in_channels
         self.mean, self.std = float(cfg.data.mean), float(cfg.data.std)
@@ -375,7 +378,7 @@ class _TorchBackend:
 class _OnnxBackend:
     """``reclmis_core.export.runtime.OnnxSegmenter``: text graph once per note, segmentation graph per batch."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None) -> None:
         try:
             from ..export.runtime import OnnxSegmenter
         except ImportError as exc:
@@ -383,7 +386,12 @@ class _OnnxBackend:
                 f"--backend onnx is not available in this installation ({exc}); install the export extra: "
                 "pip install 'reclmis[export]'"
             ) from None
-        self.seg = OnnxSegmenter(folder)
+        providers = onnx_providers(device)
+        self.seg = OnnxSegmenter(folder, providers=providers, threads=threads)
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if wanted not in self.seg.providers:  # ONNX Runtime falls back to the CPU when CUDA fails to load
+            raise ConfigError(f"--device {device}: ONNX Runtime could not start {wanted} (running on "
+                              f"{', '.join(self.seg.providers)}); check the CUDA/cuDNN libraries or use --device cpu")
         self.device = torch.device("cpu")
         self.image_size = int(self.seg.image_size)
         self.in_channels = int(self.seg.in_channels)
@@ -456,9 +464,10 @@ class Predictor:
         return cls(_TorchBackend(model, cfg, resolve_device(device), explain, colour), **kwargs)
 
     @classmethod
-    def from_onnx(cls, folder: str | Path, **kwargs: Any) -> Predictor:
-        """Use exported ONNX graphs (``reclmis export --format onnx``) through ONNX Runtime."""
-        return cls(_OnnxBackend(Path(folder)), source=str(folder), **kwargs)
+    def from_onnx(cls, folder: str | Path, device: str = "cpu", threads: int | None = None, **kwargs: Any
+                  ) -> Predictor:
+        """Use exported ONNX graphs (``reclmis export --format onnx``) through ONNX Runtime on ``device``."""
+        return cls(_OnnxBackend(Path(folder), device, threads), source=str(folder), **kwargs)
 
     # -- properties ---------------------------------------------------------------------------------
 
@@ -481,9 +490,28 @@ class Predictor:
 
     # -- text ---------------------------------------------------------------------------------------
 
+    def _check_vocabulary(self, notes: Sequence[str]) -> None:
+        """Warn (once per note) when most of a note's tokens are unknown to the tokenizer: the model then sees
+        next to nothing of it (e.g. a Chinese note for a tokenizer learned from English notes)."""
+        tok = getattr(self.backend, "tokenizer", None)
+        if tok is None:
+            return
+        warned = self.__dict__.setdefault("_vocab_checked", set())
+        for note in dict.fromkeys(notes):
+            if note in warned:
+                continue
+            warned.add(note)
+            n_unk, n = unknown_tokens(tok, note, self.backend.max_length)
+            if n and n_unk / n > UNKNOWN_SHARE_WARN:
+                short = note if len(note) <= 40 else note[:37] + "..."
+                log.warning("note %r: %d of %d tokens (%.0f%%) are unknown to this checkpoint's tokenizer; the model "
+                            "sees next to nothing of it. Write notes in the language and wording of its training "
+                            "notes", short, n_unk, n, 100 * n_unk / n)
+
     def _text_for(self, notes: list[str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.uses_text:
             return None, None
+        self._check_vocabulary(notes)
         if not self.note_cache:
             self.stats.text_encodes += len(notes)
             return self.backend.encode(notes)
@@ -636,30 +664,6 @@ class Predictor:
             yield pred
 
 
-def resolve_device(device: str) -> torch.device:
-    if device in ("auto", ""):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device must be cpu, cuda, cuda:N or auto, got '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return dev
-
-
-def find_latest_checkpoint(root: str | Path = "runs") -> Path:
-    """The newest ``runs/*/best`` checkpoint (by the time its config.json was written)."""
-    root = Path(root)
-    found = [p for p in root.glob("*/best") if (p / "config.json").is_file()]
-    if not found:
-        raise CheckpointError(
-            f"no checkpoint given and none found under {root}/*/best; train one with 'reclmis train' "
-            "or pass --checkpoint PATH"
-        )
-    return max(found, key=lambda p: ((p / "config.json").stat().st_mtime, str(p)))
-
-
 # --------------------------------------------------------------------------------------------------
 # Files: outputs in the input's geometry + predictions.json
 # --------------------------------------------------------------------------------------------------
@@ -691,22 +695,58 @@ class PredictReport:
         return self.stats.images / self.seconds if self.seconds > 0 else 0.0
 
 
+UNKNOWN_TOKEN_STRINGS = ("[UNK]", "<unk>", "<|unk|>")
+UNKNOWN_SHARE_WARN = 0.5  # warn when more than this share of a note's tokens are unknown
+
+
+def unknown_tokens(tokenizer: Any, note: str, max_length: int) -> tuple[int, int]:
+    """(unknown tokens, tokens) of one note, special tokens excluded; (0, 0) if the tokenizer cannot tell."""
+    try:
+        strings = list(tokenizer.token_strings(note, max_length))
+    except NotImplementedError:
+        return 0, 0
+    body = strings[1:-1] if len(strings) >= 2 else strings  # BOS/CLS ... EOS/SEP
+    return sum(s in UNKNOWN_TOKEN_STRINGS for s in body), len(body)
+
+
+def format_error(fmt: str, path: str | Path, kind: str, is_volume: bool | None = None) -> str | None:
+    """Why ``fmt`` cannot hold the mask of an input of this ``kind`` (None if it can). ``is_volume=None``: the
+    input is not read yet (only what its kind decides is checked)."""
+    if fmt == "png" and is_volume:
+        return f"{path}: is a volume; a PNG mask holds one 2-D image (use --format nifti or auto)"
+    if fmt == "nifti" and kind not in ("nifti", "dicom-series"):
+        return (f"{path}: --format nifti needs a NIfTI or DICOM-series input, got a {kind} image "
+                "(use --format png or auto)")
+    if fmt == "dicom-seg" and kind not in ("dicom", "dicom-series"):
+        return f"{path}: --format dicom-seg needs a DICOM input, got {kind} (use --format auto)"
+    return None
+
+
+def check_formats(specs: Sequence[InputSpec], fmt: str) -> tuple[list[InputSpec], list[Failure]]:
+    """Split inputs into those ``fmt`` can hold and Failures, before any model is loaded or run."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    ok, bad = [], []
+    for spec in specs:
+        error = format_error(fmt, spec.path, spec.kind)
+        if error is None:
+            ok.append(spec)
+        else:
+            bad.append(Failure(spec.given, error, spec.stem))
+    return ok, bad
+
+
 def resolve_format(fmt: str, meta: ImageMeta) -> str:
     """The mask format for one input; DataError if ``fmt`` cannot hold it."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
-    is_dicom_input = meta.kind in ("dicom", "dicom-series")
     if fmt == "auto":
         if meta.kind == "dicom" and meta.is_volume:
             return "dicom-seg"  # multi-frame file: the SEG keeps its frames together
         return "nifti" if meta.is_volume else "png"
-    if fmt == "png" and meta.is_volume:
-        raise DataError(f"{meta.path}: is a volume; a PNG mask holds one 2-D image (use --format nifti or auto)")
-    if fmt == "nifti" and not (meta.kind in ("nifti", "dicom-series")):
-        raise DataError(f"{meta.path}: --format nifti needs a NIfTI or DICOM-series input, got a {meta.kind} image "
-                        "(use --format png or auto)")
-    if fmt == "dicom-seg" and not is_dicom_input:
-        raise DataError(f"{meta.path}: --format dicom-seg needs a DICOM input, got {meta.kind} (use --format auto)")
+    error = format_error(fmt, meta.path, meta.kind, meta.is_volume)
+    if error is not None:
+        raise DataError(error)
     return fmt
 
 
@@ -720,6 +760,8 @@ def _area_stats(mask: np.ndarray, meta: ImageMeta) -> dict[str, Any]:
     }
     if meta.spacing:
         out["lesion_area_mm2"] = round(px * float(meta.spacing[0]) * float(meta.spacing[1]), 3)
+    if mask.ndim == 2:
+        out["lesion_count"] = count_components(mask > 0)  # connected regions, 8-connectivity
     if mask.ndim == 3:
         out["lesion_voxels"] = px
         out["slices_with_lesion"] = int(mask.reshape(mask.shape[0], -1).any(axis=1).sum())

@@ -48,8 +48,16 @@ def test_train_writes_the_run_folder(run_dir, data_dir):
         assert (run_dir / name).is_file(), name
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    for col in ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl", "val_dice", "val_miou", "lr", "seconds"):
+    for col in ("loss", "seg_loss", "dice_loss", "bce_loss", "clr_loss", "cvr_loss", "ccl_loss", "val_dice",
+                "val_miou", "lr", "seconds"):
         assert col in rows[0], col
+    assert "dice" not in rows[0] and "seg" not in rows[0]  # losses are named as losses
+    summary = json.loads((run_dir / "results.json").read_text())
+    assert summary["epochs_done"] == 2 and 1 <= summary["best_epoch"] <= 2 and len(summary["history"]) == 2
+    assert "dice_loss" in summary["last_losses"]
+    from PIL import Image
+
+    assert Image.open(run_dir / "results.png").size == (1000, 420)
     import yaml
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -73,3 +73,15 @@ def test_fold_batchnorm_is_exact():
 def test_bad_backend_is_a_config_error():
     with pytest.raises(ConfigError, match="Available"):
         run_benchmark(BenchConfig(preset="tiny", backends=("tensorrt",)))
+
+
+def test_report_is_handed_over_as_it_grows():
+    from reclmis_core.bench import BenchConfig, run_benchmark
+
+    seen = []
+    cfg = BenchConfig(preset="tiny", device="cpu", backends=("eager",), batch_sizes=(1,), runs=1, warmup=0,
+                      train_batch=0, text_inside=False)
+    report = run_benchmark(cfg, progress=lambda msg: None, on_update=lambda r: seen.append(
+        (r.complete, len(r.latency), r.to_json()["complete"])))
+    assert seen[0] == (False, 0, False) and seen[-1][0] is True and report.complete
+    assert any(n == 1 and not done for done, n, _ in seen)  # the eager row, before the end
