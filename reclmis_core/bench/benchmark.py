@@ -371,8 +371,7 @@ def _ort_fns(ctx: _Ctx, segmentation_file: Path | None = None) -> tuple[SegFn, T
         return torch.from_numpy(rt.segment(x, np.asarray(feats.cpu()), np.asarray(mask.cpu())))
 
     def text(ids: Tensor, mask: Tensor) -> Tensor:
-        (out,) = rt._text.run(["text_features"], {"input_ids": ids.cpu().numpy(), "attention_mask": mask.cpu().numpy()})
-        return torch.from_numpy(out)
+        return torch.from_numpy(rt.encode_ids(ids.cpu().numpy(), mask.cpu().numpy()))
 
     return seg, (text if rt.uses_text else None)
 

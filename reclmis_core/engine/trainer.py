@@ -416,7 +416,8 @@ class Trainer:
             st.bad_epochs += 1
         meta = {"epoch": epoch, "val_dice": record["val_dice"], "val_miou": record["val_miou"],
                 "best_epoch": st.best_epoch, "best_dice": st.best_dice,
-                "colour": self.train_ds.colour}  # preprocessing: colour kept (else luminance), for predict/export
+                "colour": self.train_ds.colour,  # kept for checkpoints read by older versions
+                "preprocessing": self.train_ds.plan.to_dict()}  # the plan predict/eval/export reuse
         self.save_checkpoint(self.run_dir / "last", meta)
         if improved:
             self.save_checkpoint(self.run_dir / "best", meta)

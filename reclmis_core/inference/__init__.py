@@ -14,7 +14,7 @@ from .predictor import (
     run_predict,
     write_prediction,
 )
-from .restore import Geometry, plan_geometry, restore_map, to_model_pixels
+from ..data.preprocess import Geometry, PreprocessPlan, plan_geometry, restore_map, to_model_pixels
 
 __all__ = [
     "Explanation",

@@ -44,15 +44,11 @@ from ..data.io import (
 from ..errors import CheckpointError, ConfigError, DataError, ReclmisError
 from ..utils import atomic_write_text
 from .explain import Explanation, render_explanation
+from ..data.preprocess import Geometry, PreprocessPlan, input_spacing, restore_map
 from .restore import (
-    Geometry,
     OutputSet,
-    normalise,
     overlay_image,
-    plan_geometry,
     prob_to_uint8,
-    restore_map,
-    to_model_pixels,
     volume_prob_in_stored_order,
     write_npy,
     write_png,
@@ -335,17 +331,16 @@ class _Pending:
 
 
 class _TorchBackend:
-    def __init__(self, model: Any, cfg: Any, device: torch.device, explain: bool, colour: bool = False) -> None:
+    def __init__(self, model: Any, cfg: Any, device: torch.device, explain: bool,
+                 plan: PreprocessPlan | None = None) -> None:
         self.model = model.to(device).eval()
-        self.colour = colour  # trained on colour images (else colour inputs are reduced to luminance)
+        self.plan = plan or PreprocessPlan.from_config(cfg)
+        self.threshold = float(cfg.infer.threshold)
         self.infer = model.for_inference()
         self.device = device
         self.explain = explain
         self.uses_text = model.seg.uses_text
         self.note_optional = self.uses_text and cfg.train.note_dropout > 0  # trained to work without a note too
-        self.image_size = cfg.model.image_size
-        self.in_channels = cfg.model.in_channels
-        self.mean, self.std = float(cfg.data.mean), float(cfg.data.std)
         self.max_length = model.max_length
         self.tokenizer = model.tokenizer
         if explain and (not self.uses_text or getattr(model, "interest", None) is None):
@@ -385,12 +380,10 @@ class _OnnxBackend:
             ) from None
         self.seg = OnnxSegmenter(folder)
         self.device = torch.device("cpu")
-        self.image_size = int(self.seg.image_size)
-        self.in_channels = int(self.seg.in_channels)
-        self.mean, self.std = float(self.seg.mean), float(self.seg.std)
+        self.plan = self.seg.plan
+        self.threshold = float(self.seg.threshold)
         self.uses_text = bool(self.seg.uses_text)
         self.note_optional = bool(self.seg.sidecar.get("note_optional", False))
-        self.colour = bool(self.seg.sidecar.get("preprocessing", {}).get("colour", False))
         self.tokenizer = self.seg.tokenizer
         self.max_length = int(self.seg.max_length)
         self.explain = False
@@ -444,8 +437,7 @@ class Predictor:
         from ..engine.checkpoint import load_checkpoint
 
         model, cfg, doc = load_checkpoint(path)
-        colour = bool((doc.get("meta") or {}).get("colour", False))
-        backend = _TorchBackend(model, cfg, resolve_device(device), explain, colour)
+        backend = _TorchBackend(model, cfg, resolve_device(device), explain, PreprocessPlan.from_checkpoint(cfg, doc))
         kwargs.setdefault("batch_size", cfg.infer.batch_size)
         return cls(backend, source=str(path), **kwargs)
 
@@ -453,7 +445,8 @@ class Predictor:
     def from_model(cls, model: Any, cfg: Any, device: str = "cpu", explain: bool = False, colour: bool = False,
                    **kwargs: Any) -> Predictor:
         """Wrap an in-memory ``RecLMIS`` (e.g. right after training, in a notebook)."""
-        return cls(_TorchBackend(model, cfg, resolve_device(device), explain, colour), **kwargs)
+        plan = PreprocessPlan.from_config(cfg, colour)
+        return cls(_TorchBackend(model, cfg, resolve_device(device), explain, plan), **kwargs)
 
     @classmethod
     def from_onnx(cls, folder: str | Path, **kwargs: Any) -> Predictor:
@@ -472,8 +465,18 @@ class Predictor:
         return self.backend.note_optional
 
     @property
+    def plan(self) -> PreprocessPlan:
+        """The checkpoint's (or export's) preprocessing."""
+        return self.backend.plan
+
+    @property
     def image_size(self) -> int:
-        return self.backend.image_size
+        return self.plan.image_size
+
+    @property
+    def threshold(self) -> float:
+        """The checkpoint's ``infer.threshold`` (the export sidecar's for ONNX): the default for masks."""
+        return self.backend.threshold
 
     @property
     def explain(self) -> bool:
@@ -530,22 +533,19 @@ class Predictor:
         slices = img8 if meta.is_volume else img8[None]
         if meta.is_volume and img8.ndim != 3:
             raise DataError(f"{spec.path}: unsupported volume layout {img8.shape}")
-        spacing = meta.spacing if meta.kind != "raster" else None
-        geom = plan_geometry(slices.shape[1:3], spacing, self.image_size)
-        pixels = np.stack([to_model_pixels(s, geom) for s in slices])
+        geom = self.plan.geometry(slices.shape[1:3], input_spacing(meta))
+        pixels = np.stack([self.plan.model_pixels(s, geom) for s in slices])
         return meta, img8, geom, pixels
 
     def _batch_tensor(self, pixels: list[np.ndarray]) -> torch.Tensor:
-        b = self.backend
-        x = np.stack([normalise(p, b.in_channels, b.mean, b.std, b.colour) for p in pixels]).astype(np.float32)
-        return torch.from_numpy(x)
+        return torch.from_numpy(np.stack([self.plan.normalise(p) for p in pixels]))
 
     def predict_arrays(self, images: Sequence[np.ndarray], notes: Sequence[str]) -> list[np.ndarray]:
         """Probabilities for in-memory 8-bit images (each (H, W) or (H, W, 3)) at their own size; no spacing."""
         out = []
         for img, note in zip(images, notes):
-            geom = plan_geometry(img.shape[:2], None, self.image_size)
-            probs, _, _ = self._run([to_model_pixels(np.asarray(img, dtype=np.uint8), geom)], [note])
+            geom = self.plan.geometry(img.shape[:2], None)
+            probs, _, _ = self._run([self.plan.model_pixels(np.asarray(img, dtype=np.uint8), geom)], [note])
             out.append(restore_map(probs[0], geom))
         return out
 
