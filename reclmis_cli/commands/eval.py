@@ -35,7 +35,8 @@ def eval_(
     per_image: Path = typer.Option(None, "--per-image", help="Write per-image scores as CSV here."),
     text: str = typer.Option("as-is", "--text", help="as-is | shuffle | empty: reliance-on-the-note test."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --text shuffle."),
-    threshold: float = typer.Option(None, "--threshold", help="Foreground probability threshold (default 0.5)."),
+    threshold: float = typer.Option(None, "--threshold", help="Foreground probability threshold (default: the "
+                                    "checkpoint's infer.threshold)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Images per forward pass."),
     compare: bool = typer.Option(True, "--compare/--no-compare",
                                  help="With --text shuffle|empty, also score the notes as-is and report the drop."),

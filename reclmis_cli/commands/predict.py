@@ -63,7 +63,8 @@ def predict(
                                            help="Checkpoint folder (default: the newest runs/*/best); with "
                                            "--backend onnx, the export folder."),
     out_dir: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/predict/<time>)."),
-    threshold: float = typer.Option(0.5, "--threshold", help="Probability above which a pixel is lesion."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Probability above which a pixel is lesion "
+                                           "(default: the checkpoint's infer.threshold)."),
     fmt: str = typer.Option("auto", "--format", help=f"Mask format: {' | '.join(FORMATS)} (auto: PNG for 2-D, "
                             "NIfTI for volumes and DICOM series)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (mask over the image)."),
@@ -90,7 +91,7 @@ def predict(
         fail(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
-    if not 0.0 < threshold < 1.0:
+    if threshold is not None and not 0.0 < threshold < 1.0:
         fail(f"--threshold must lie in (0, 1), got {threshold}")
     if backend == "onnx" and explain:
         fail("--explain needs the full checkpoint (W_poi/W_woi come from training-only modules that are not in "

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -667,7 +668,7 @@ def find_latest_checkpoint(root: str | Path = "runs") -> Path:
 
 @dataclass
 class PredictOptions:
-    threshold: float = 0.5  # (float) probability above which a pixel is foreground
+    threshold: float | None = None  # (float) probability above which a pixel is foreground; None = checkpoint's
     format: str = "auto"  # (str) auto | png | nifti | dicom-seg
     overlay: bool = False  # (bool) write <stem>_overlay.png
     save_prob: bool = False  # (bool) write <stem>_prob.png (2-D) / <stem>_prob.npy (volumes)
@@ -733,6 +734,8 @@ def _area_stats(mask: np.ndarray, meta: ImageMeta) -> dict[str, Any]:
 
 def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> dict[str, Any]:
     """Write one input's files (each atomically); on any error remove what was written and re-raise."""
+    if opts.threshold is None:
+        raise ConfigError("write_prediction needs a threshold (run_predict fills in the checkpoint's)")
     meta = pred.meta
     fmt = resolve_format(opts.format, meta)
     mask = pred.mask(opts.threshold)
@@ -810,6 +813,8 @@ def run_predict(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{out_dir}: cannot create the output folder ({exc})") from None
+    if opts.threshold is None:  # the checkpoint's infer.threshold (the export sidecar's for ONNX), as eval does
+        opts = dataclasses.replace(opts, threshold=predictor.threshold)
     if not 0.0 < opts.threshold < 1.0:
         raise ConfigError(f"--threshold must lie in (0, 1), got {opts.threshold}")
     if opts.format not in FORMATS:
