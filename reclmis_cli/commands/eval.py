@@ -62,7 +62,7 @@ def eval_(
     if dataset:
         from reclmis_core.engine.datasets_registry import resolve_dataset
 
-        data = resolve_dataset(dataset)
+        data = resolve_dataset(dataset, image_size=cfg.model.image_size)
     if data is None:
         if not cfg.data.root:
             raise ConfigError(f"{checkpoint} does not record its data folder; pass --data DATA_DIR")
