@@ -76,6 +76,9 @@ def predict(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images/slices per forward pass "
                                           "(default: the checkpoint's infer.batch_size)."),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | cuda:N | auto."),
+    allow_uneven_slices: bool = typer.Option(False, "--allow-uneven-slices",
+                                             help="DICOM series: accept a missing slice or uneven spacing "
+                                             "(warning, approximate affine) instead of failing the input."),
     no_note_cache: bool = typer.Option(False, "--no-note-cache", help="Re-encode the note for every batch "
                                        "(for speed comparisons)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
@@ -98,7 +101,7 @@ def predict(
              "the ONNX graphs); use --backend torch with --checkpoint CKPT")
     table = NoteTable(notes) if notes is not None else None
 
-    kwargs = {"note_cache": not no_note_cache, "window": window}
+    kwargs = {"note_cache": not no_note_cache, "window": window, "allow_uneven_slices": allow_uneven_slices}
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
     if backend == "onnx":

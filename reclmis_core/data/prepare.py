@@ -67,6 +67,7 @@ class PrepareOptions:
     keep_empty: bool = False  # (bool) volumes: keep slices without lesion (volume-wide notes only)
     overwrite: bool = False  # (bool) replace a non-empty existing DATA_DIR
     workers: int = 0  # (int) processes for pixel work; 0 = all CPU cores, 1 = in-process
+    allow_uneven_slices: bool = False  # (bool) DICOM series: accept a gap/uneven spacing with a warning
 
 
 @dataclass
@@ -288,11 +289,11 @@ def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_mask_volume(path: Path, meta: ImageMeta) -> np.ndarray:
+def _read_mask_volume(path: Path, meta: ImageMeta, allow_uneven_slices: bool = False) -> np.ndarray:
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".dcm":
         return read_dicom_seg(p, meta)
-    arr, _ = read_image(p)
+    arr, _ = read_image(p, allow_uneven_slices)
     return arr
 
 
@@ -300,7 +301,7 @@ def _process_volume(task: dict[str, Any]) -> dict[str, Any]:
     vid = task["id"]
     out: dict[str, Any] = {"id": vid, "rows": [], "problems": []}
     try:
-        vol, meta = read_image(task["image"])
+        vol, meta = read_image(task["image"], task["allow_uneven_slices"])
         if not meta.is_volume:
             vol = vol[None] if vol.ndim == 2 else vol
         img8 = to_uint8(vol, meta, task["window"])
@@ -310,7 +311,7 @@ def _process_volume(task: dict[str, Any]) -> dict[str, Any]:
         out["problems"].append(_problem("unreadable", task["image"], str(exc).split(": ", 1)[-1], vid))
         return out
     try:
-        mvol = _read_mask_volume(task["mask"], meta)
+        mvol = _read_mask_volume(task["mask"], meta, task["allow_uneven_slices"])
         if mvol.ndim == 2:
             mvol = mvol[None]
     except DataError as exc:
@@ -452,7 +453,7 @@ def _run_pixels(scan: Scan, records: list[Record], staging: Path, opt: PrepareOp
         {"id": r.id, "split": r.split, "image": str(r.image), "mask": str(r.mask), "note": r.note,
          "source": r.source, "lesion_labels": str(r.lesion_labels) if r.lesion_labels else None,
          "slice_notes": dict(r.slice_notes), "staging": str(staging), "size": opt.size, "window": opt.window,
-         "keep_empty": opt.keep_empty}
+         "keep_empty": opt.keep_empty, "allow_uneven_slices": opt.allow_uneven_slices}
         for r in records
     ]
     fn = _process_volume if volumes else _process_2d

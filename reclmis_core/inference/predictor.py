@@ -416,16 +416,19 @@ class Predictor:
         note_cache: encode each distinct note once (keyed by its text); off re-encodes per batch.
         window: intensity window for DICOM/NIfTI (preset name, ``"C,W"`` or a pair); None = the file's own
             window, the lung window for CT, else min..max.
+        allow_uneven_slices: accept a DICOM series with a missing slice or uneven spacing (a warning and an
+            approximate affine) instead of failing that input.
     """
 
     def __init__(self, backend: Any, batch_size: int = 8, note_cache: bool = True, window: Any = None,
-                 source: str = "") -> None:
+                 source: str = "", allow_uneven_slices: bool = False) -> None:
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
         self.backend = backend
         self.batch_size = int(batch_size)
         self.note_cache = note_cache
         self.window = window
+        self.allow_uneven_slices = allow_uneven_slices
         parse_window(window)  # validate early: a bad --window is a usage error, not a per-input one
         self.source = source
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -527,7 +530,7 @@ class Predictor:
         if spec.kind == "dicom-series":
             from ..data.io import read_dicom_series
 
-            arr, meta = read_dicom_series(spec.path)
+            arr, meta = read_dicom_series(spec.path, self.allow_uneven_slices)
         else:
             arr, meta = read_image(spec.path)
         img8 = to_uint8(arr, meta, self.window)
