@@ -67,6 +67,9 @@ def predict(
                                            "(default: the checkpoint's infer.threshold)."),
     fmt: str = typer.Option("auto", "--format", help=f"Mask format: {' | '.join(FORMATS)} (auto: PNG for 2-D, "
                             "NIfTI for volumes and DICOM series)."),
+    seg_description: str | None = typer.Option(None, "--seg-description",
+                                               help="DICOM SEG SeriesDescription (default: a fixed text; the "
+                                               "note is never written into DICOM headers)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (mask over the image)."),
     save_prob: bool = typer.Option(False, "--save-prob", help="Also write the probability map (_prob.png / .npy)."),
     explain: bool = typer.Option(False, "--explain", help="Write W_poi heat map + W_woi word weights (Fig. 13)."),
@@ -128,7 +131,8 @@ def predict(
 
     if out_dir is None:
         out_dir = Path("runs") / "predict" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    opts = PredictOptions(threshold=threshold, format=fmt, overlay=overlay, save_prob=save_prob)
+    opts = PredictOptions(threshold=threshold, format=fmt, overlay=overlay, save_prob=save_prob,
+                          seg_description=seg_description)
     with _progress(quiet) as progress:
         report = run_predict(predictor, specs, note_for, out_dir, opts, failures, progress, backend)
     st = report.stats

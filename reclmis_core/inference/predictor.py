@@ -675,6 +675,7 @@ class PredictOptions:
     format: str = "auto"  # (str) auto | png | nifti | dicom-seg
     overlay: bool = False  # (bool) write <stem>_overlay.png
     save_prob: bool = False  # (bool) write <stem>_prob.png (2-D) / <stem>_prob.npy (volumes)
+    seg_description: str | None = None  # (str) DICOM SEG SeriesDescription; None = fixed text (never the note)
 
 
 @dataclass
@@ -770,7 +771,7 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
         else:
             from .dicom_seg import write_dicom_seg
 
-            write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, pred.note)
+            write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, opts.seg_description)
         if opts.overlay:
             write_png(outs.path("overlay", "_overlay.png"), overlay_image(img2d, mask2d))
         if opts.save_prob:

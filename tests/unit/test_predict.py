@@ -183,13 +183,13 @@ def _fake_series(folder: Path, n: int = 3) -> list[str]:
     base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     series = generate_uid()
     uids = []
+    pos = [float(v) for v in base.ImagePositionPatient]  # read once: base.copy() shares elements with base
     for z in range(n):
         ds = base.copy()
         ds.SeriesInstanceUID = series
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.InstanceNumber = z + 1
-        pos = [float(v) for v in base.ImagePositionPatient]
         ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 5.0 * z]
         ds.save_as(folder / f"slice{n - z}.dcm")  # file order differs from slice order on purpose
         uids.append(ds.SOPInstanceUID)
@@ -477,3 +477,20 @@ def test_predict_and_eval_give_identical_masks_on_the_same_images(ckpt_thr, tmp_
         dice = 2 * (mask & truth).sum() / max(mask.sum() + truth.sum(), 1)
         assert by_id[row["id"]]["fg_pred"] == pytest.approx(mask.mean(), abs=1e-9)
         assert by_id[row["id"]]["dice"] == pytest.approx(dice, abs=1e-6)
+
+
+def test_note_never_goes_into_dicom_seg_headers_unless_given(predictor, tmp_path):
+    """Bug 8: the free-text note was written into SeriesDescription/ContentDescription."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    src = Path(get_testdata_file("CT_small.dcm"))
+    note = "Patient John Doe, 1970-01-01: unilateral pulmonary infection, lower left lung."
+    _run(predictor, [src], tmp_path / "a", note=note, format="dicom-seg")
+    seg = pydicom.dcmread(tmp_path / "a" / "CT_small_seg.dcm")
+    texts = [str(el.value) for el in seg.iterall() if el.VR in ("LO", "LT", "ST", "UT", "SH", "PN", "UC")]
+    assert not any("John" in t or "infection" in t for t in texts), [t for t in texts if "John" in t]
+    assert seg.SeriesDescription == "RecLMIS SEG"
+    _run(predictor, [src], tmp_path / "b", note=note, format="dicom-seg", seg_description="AI lesion mask v1")
+    seg = pydicom.dcmread(tmp_path / "b" / "CT_small_seg.dcm")
+    assert seg.SeriesDescription == "AI lesion mask v1" and seg.ContentDescription == "AI lesion mask v1"
