@@ -788,44 +788,41 @@ def dicom_series_affine(meta: ImageMeta) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
-def read_dicom_seg(path: str | Path, reference: ImageMeta) -> np.ndarray:
-    """A DICOM SEG file as a ``(Z, H, W)`` uint8 {0, 1} mask aligned with a series read by this module.
+#: SOP classes of DICOM Segmentation objects: Segmentation Storage and Label Map Segmentation Storage.
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 
-    All segments are merged (union). Frames are matched to the reference slices by the referenced
-    SOPInstanceUID, falling back to ImagePositionPatient. Minimal: binary and fractional SEGs, no tiling.
+
+def read_dicom_seg(path: str | Path, reference: ImageMeta) -> np.ndarray:
+    """A DICOM SEG file as a ``(Z, H, W)`` uint8 {0, 1} mask aligned with a DICOM image/series read by this module.
+
+    Read with highdicom: binary, fractional and label-map SEGs, any segment numbers. All segments are merged
+    (union). Frames are matched to the reference slices by the SOPInstanceUIDs they reference (frame numbers
+    for a multi-frame source); slices the SEG does not reference are empty.
     """
     path = Path(path)
-    ds = _dcmread(path)
-    if str(ds.get("SOPClassUID", "")) != "1.2.840.10008.5.1.4.1.1.66.4":
-        raise DataError(f"{path}: not a DICOM Segmentation Storage object")
-    if reference.dicom is None:
-        raise DataError(f"{path}: a DICOM SEG mask needs a DICOM image series as reference")
     try:
-        frames = np.asarray(ds.pixel_array)
-    except (AttributeError, ValueError, RuntimeError, NotImplementedError, KeyError) as exc:
-        raise DataError(f"{path}: DICOM SEG has no readable pixel data ({exc})") from None
-    if frames.ndim == 2:
-        frames = frames[None]
+        import highdicom as hd
+    except ImportError:
+        raise DataError(f"{path}: reading a DICOM SEG mask needs highdicom: pip install 'reclmis[dicom]'") from None
+    ds = _dcmread(path)
+    if str(ds.get("SOPClassUID", "")) not in SEG_SOP_CLASSES:
+        raise DataError(f"{path}: not a DICOM Segmentation Storage object")
+    if reference.dicom is None or not reference.dicom.sop_instance_uids:
+        raise DataError(f"{path}: a DICOM SEG mask needs a DICOM image series as reference")
     z, h, w = reference.shape if reference.is_volume else (1, *reference.shape[:2])
-    out = np.zeros((z, h, w), dtype=np.uint8)
-    uid_index = {uid: i for i, uid in enumerate(reference.dicom.sop_instance_uids)}
-    pos_index = {tuple(round(v, 2) for v in p): i for i, p in enumerate(reference.dicom.image_positions)}
-    groups = ds.get("PerFrameFunctionalGroupsSequence", [])
-    for f, frame in enumerate(frames):
-        target = None
-        if f < len(groups):
-            group = groups[f]
-            for der in group.get("DerivationImageSequence", []):
-                for src in der.get("SourceImageSequence", []):
-                    target = uid_index.get(str(src.get("ReferencedSOPInstanceUID", "")), target)
-            if target is None and "PlanePositionSequence" in group:
-                pos = tuple(round(float(v), 2) for v in group.PlanePositionSequence[0].ImagePositionPatient)
-                target = pos_index.get(pos)
-        if target is None and len(frames) == z:
-            target = f
-        if target is None:
-            raise DataError(f"{path}: SEG frame {f} matches no slice of {reference.path}")
-        if frame.shape != (h, w):
-            raise DataError(f"{path}: SEG frame size {frame.shape} differs from the image size {(h, w)}")
-        out[target] |= (frame > 0).astype(np.uint8)
-    return out
+    uids = reference.dicom.sop_instance_uids
+    opts = {"combine_segments": False, "assert_missing_frames_are_empty": True, "ignore_spatial_locations": True}
+    try:
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+        if len(uids) == 1 and z > 1:  # multi-frame source: frames of one instance
+            arr = seg.get_pixels_by_source_frame(uids[0], list(range(1, z + 1)), **opts)
+        else:
+            arr = seg.get_pixels_by_source_instance(uids, **opts)
+    except (ValueError, KeyError, AttributeError, TypeError, RuntimeError, IndexError) as exc:
+        raise DataError(f"{path}: DICOM SEG does not match {reference.path} ({exc})") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 4:  # (frames, H, W, segments)
+        arr = arr.any(axis=-1)
+    if arr.shape != (z, h, w):
+        raise DataError(f"{path}: SEG size {arr.shape[1:]} differs from the image size {(h, w)}")
+    return (arr > 0).astype(np.uint8)
