@@ -26,9 +26,10 @@ def export(
     opset: int = typer.Option(18, "--opset", help="ONNX opset (onnx only)."),
 ) -> None:
     """Export the inference graph of a checkpoint (the reconstruction modules are left out)."""
-    from reclmis_core.export import export_model, latest_checkpoint
+    from reclmis_core.engine.checkpoint import find_latest_checkpoint
+    from reclmis_core.export import export_model
 
-    ckpt = checkpoint if checkpoint is not None else latest_checkpoint()
+    ckpt = checkpoint if checkpoint is not None else find_latest_checkpoint()
     if checkpoint is None:
         log.info("using the newest checkpoint: %s", ckpt)
     res = export_model(ckpt, format, out_path, verify=verify, opset=opset)

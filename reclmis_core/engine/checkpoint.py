@@ -102,6 +102,18 @@ def save_checkpoint(model: RecLMIS, cfg: RunConfig, dest: str | Path, meta: dict
     return dest
 
 
+def find_latest_checkpoint(root: str | Path = "runs") -> Path:
+    """The newest ``runs/*/best`` checkpoint (by the time its config.json was written)."""
+    root = Path(root)
+    found = [p for p in root.glob("*/best") if (p / "config.json").is_file()]
+    if not found:
+        raise CheckpointError(
+            f"no checkpoint given and none found under {root}/*/best; train one with 'reclmis train' "
+            "or pass --checkpoint PATH"
+        )
+    return max(found, key=lambda p: ((p / "config.json").stat().st_mtime, str(p)))
+
+
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     """Read and check ``config.json`` of a checkpoint folder (no weights touched)."""
     folder = Path(path)

@@ -139,14 +139,6 @@ def sample_images(cfg: RunConfig, n: int, seed: int = 0) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def latest_checkpoint(root: str | Path = "runs") -> Path:
-    """The newest ``runs/*/best`` checkpoint (CheckpointError if there is none)."""
-    candidates = [p for p in Path(root).glob("*/best") if (p / "config.json").is_file()]
-    if not candidates:
-        raise CheckpointError(f"no checkpoint given and none found under {root}/*/best; pass --checkpoint CKPT")
-    return max(candidates, key=lambda p: (p / "config.json").stat().st_mtime)
-
-
 def resolve_model(
     checkpoint_or_model: Any, cfg: RunConfig | None = None
 ) -> tuple[Any, Any, RunConfig, str | None]:

@@ -652,18 +652,6 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def find_latest_checkpoint(root: str | Path = "runs") -> Path:
-    """The newest ``runs/*/best`` checkpoint (by the time its config.json was written)."""
-    root = Path(root)
-    found = [p for p in root.glob("*/best") if (p / "config.json").is_file()]
-    if not found:
-        raise CheckpointError(
-            f"no checkpoint given and none found under {root}/*/best; train one with 'reclmis train' "
-            "or pass --checkpoint PATH"
-        )
-    return max(found, key=lambda p: ((p / "config.json").stat().st_mtime, str(p)))
-
-
 # --------------------------------------------------------------------------------------------------
 # Files: outputs in the input's geometry + predictions.json
 # --------------------------------------------------------------------------------------------------
@@ -794,7 +782,6 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
     except BaseException:
         outs.discard()
         raise
-    outs.publish()
     entry["outputs"] = {k: str(p.resolve()) for k, p in outs.files.items()}
     entry["seconds"] = round(pred.seconds, 4)
     return entry
@@ -866,7 +853,4 @@ def run_predict(
     except OSError as exc:  # the masks written so far are complete; only the summary is missing
         raise DataError(f"{json_path}: cannot write the results summary ({exc}); {len(entries)} input(s) were "
                         f"written to {out_dir}") from None
-    json_set = OutputSet(out_dir, "predictions")
-    json_set.files["json"] = json_path
-    json_set.publish()
     return PredictReport(out_dir, entries, failed, seconds, st, json_path)

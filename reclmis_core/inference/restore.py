@@ -8,7 +8,6 @@ NIfTI with its affine/header, DICOM SEG referencing its instances) and write eve
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,6 @@ from ..errors import DataError
 from ..utils import atomic_path, atomic_write_bytes
 
 log = logging.getLogger(__name__)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # --------------------------------------------------------------------------------------------------
@@ -62,7 +55,9 @@ def prob_to_uint8(prob: np.ndarray) -> np.ndarray:
 
 
 class OutputSet:
-    """Tracks the files written for one input; ``discard()`` removes them (a bad input leaves nothing)."""
+    """Tracks the files written for one input; ``discard()`` removes them (a bad input leaves nothing).
+
+    Each file is written with :func:`reclmis_core.utils.atomic_path`, which also gives it normal permissions."""
 
     def __init__(self, out_dir: Path, stem: str) -> None:
         self.out_dir = Path(out_dir)
@@ -73,15 +68,6 @@ class OutputSet:
         p = self.out_dir / f"{self.stem}{suffix}"
         self.files[key] = p
         return p
-
-    def publish(self) -> None:
-        """Give the files the usual permissions (temp files are created 0600; outputs are for sharing)."""
-        mode = 0o666 & ~_umask()
-        for p in self.files.values():
-            try:
-                os.chmod(p, mode)
-            except OSError:
-                log.debug("could not chmod %s", p)
 
     def discard(self) -> None:
         for p in self.files.values():
