@@ -29,7 +29,14 @@ def test_sample_data_lives_in_the_package_and_every_file_is_declared_package_dat
 
 
 def test_sample_is_prepared_at_the_requested_image_size(tmp_path, monkeypatch):
+    import functools
+
+    from reclmis_core.engine import datasets_registry
+
     monkeypatch.delenv(SAMPLE_ENV, raising=False)
+    # the extra training phantoms are not what this checks; without them it runs in seconds
+    monkeypatch.setattr(datasets_registry, "prepare_sample",
+                        functools.partial(datasets_registry.prepare_sample, extra_phantoms=0))
     folder = resolve_dataset("sample", root=tmp_path, image_size=64)
     assert json.loads((folder / "dataset.json").read_text())["size"] == 64
     from PIL import Image
