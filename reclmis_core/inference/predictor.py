@@ -726,10 +726,10 @@ def _area_stats(mask: np.ndarray, meta: ImageMeta) -> dict[str, Any]:
 
 def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> dict[str, Any]:
     """Write one input's files (each atomically); on any error remove what was written and re-raise."""
-    if opts.threshold is None:
-        raise ConfigError("write_prediction needs a threshold (run_predict fills in the checkpoint's)")
     meta = pred.meta
     fmt = resolve_format(opts.format, meta)
+    if opts.threshold is None:
+        raise ConfigError("write_prediction needs a threshold (run_predict fills in the checkpoint's)")
     mask = pred.mask(opts.threshold)
     outs = OutputSet(out_dir, pred.spec.stem)
     entry: dict[str, Any] = {
