@@ -1,10 +1,9 @@
-"""Small shared helpers: atomic file writes, seeding."""
+"""Small shared helpers: atomic file writes."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,12 +44,3 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch  # here, not at the top: the CLI imports this module for its help
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)

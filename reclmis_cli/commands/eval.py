@@ -45,7 +45,8 @@ def eval_(
                                  "--json/--per-image)."),
     text: str = typer.Option("as-is", "--text", help="as-is | shuffle | empty: reliance-on-the-note test."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --text shuffle."),
-    threshold: float = typer.Option(None, "--threshold", help="Foreground probability threshold (default 0.5)."),
+    threshold: float = typer.Option(None, "--threshold", help="Foreground probability threshold (default: the "
+                                    "checkpoint's infer.threshold)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Images per forward pass."),
     compare: bool = typer.Option(True, "--compare/--no-compare",
                                  help="With --text shuffle|empty, also score the notes as-is and report the drop."),
@@ -84,7 +85,7 @@ def eval_(
     if dataset:
         from reclmis_core.engine.datasets_registry import resolve_dataset
 
-        data = resolve_dataset(dataset)
+        data = resolve_dataset(dataset, image_size=cfg.model.image_size)
     if data is None:
         if not cfg.data.root:
             raise ConfigError(f"{checkpoint} does not record its data folder; pass --data DATA_DIR")

@@ -34,9 +34,13 @@ def predict(
     notes: Path | None = typer.Option(None, "--notes", help="CSV/XLSX with columns image,note (one row per input)."),
     checkpoint: Path | None = checkpoint_option("; with --backend onnx, the export folder"),
     out_dir: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/predict/<time>)."),
-    threshold: float = typer.Option(0.5, "--threshold", help="Probability above which a pixel is lesion."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Probability above which a pixel is lesion "
+                                           "(default: the checkpoint's infer.threshold)."),
     fmt: str = typer.Option("auto", "--format", help=f"Mask format: {' | '.join(FORMATS)} (auto: PNG for 2-D, "
                             "NIfTI for volumes and DICOM series)."),
+    seg_description: str | None = typer.Option(None, "--seg-description",
+                                               help="DICOM SEG SeriesDescription (default: a fixed text; the "
+                                               "note is never written into DICOM headers)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (mask over the image)."),
     save_prob: bool = typer.Option(False, "--save-prob", help="Also write the probability map (_prob.png / .npy)."),
     explain: bool = typer.Option(False, "--explain", help="Write W_poi heat map + W_woi word weights (Fig. 13)."),
@@ -47,6 +51,9 @@ def predict(
                                           "(default: the checkpoint's infer.batch_size)."),
     device: str = device_option(),
     threads: int = threads_option(),
+    allow_uneven_slices: bool = typer.Option(False, "--allow-uneven-slices",
+                                             help="DICOM series: accept a missing slice or uneven spacing "
+                                             "(warning, approximate affine) instead of failing the input."),
     no_note_cache: bool = typer.Option(False, "--no-note-cache", help="Re-encode the note for every batch "
                                        "(for speed comparisons)."),
     quiet: bool = quiet_option(),
@@ -67,7 +74,7 @@ def predict(
         fail(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
-    if not 0.0 < threshold < 1.0:
+    if threshold is not None and not 0.0 < threshold < 1.0:
         fail(f"--threshold must lie in (0, 1), got {threshold}")
     if backend == "onnx" and explain:
         fail("--explain needs the full checkpoint (W_poi/W_woi come from training-only modules that are not in "
@@ -88,7 +95,7 @@ def predict(
     for f in failures:
         log.warning("%s", f.error)
 
-    kwargs = {"note_cache": not no_note_cache, "window": window}
+    kwargs = {"note_cache": not no_note_cache, "window": window, "allow_uneven_slices": allow_uneven_slices}
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
     if backend == "onnx":
@@ -111,7 +118,8 @@ def predict(
 
     if out_dir is None:
         out_dir = Path("runs") / "predict" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    opts = PredictOptions(threshold=threshold, format=fmt, overlay=overlay, save_prob=save_prob)
+    opts = PredictOptions(threshold=threshold, format=fmt, overlay=overlay, save_prob=save_prob,
+                          seg_description=seg_description)
     with ProgressReporter() as bar:
         def progress(done: int, total: int, stem: str) -> None:
             bar.update("predict", done, total, info=stem)

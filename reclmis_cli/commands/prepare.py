@@ -49,6 +49,9 @@ def prepare(
     keep_empty: bool = typer.Option(False, "--keep-empty/--drop-empty",
                                     help="Volumes: keep slices without lesion (default: drop them)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty existing --out folder."),
+    allow_uneven_slices: bool = typer.Option(False, "--allow-uneven-slices",
+                                             help="DICOM series: accept a missing slice or uneven spacing "
+                                             "(warning) instead of failing."),
     workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all CPU cores)."),
     report_path: Path | None = typer.Option(None, "--report",
                                             help="Also write the full report (problems included) to this JSON."),
@@ -89,7 +92,7 @@ def prepare(
     if src is None:
         raise ConfigError("missing SRC: give a source folder, or --synthetic")
     options = PrepareOptions(layout=layout, size=size, skip_bad=skip_bad, window=window, keep_empty=keep_empty,
-                             overwrite=overwrite, workers=workers)
+                             overwrite=overwrite, workers=workers, allow_uneven_slices=allow_uneven_slices)
     try:
         with ProgressReporter() as bar:
             report = prepare_dataset(src, out_dir, options, progress=_progress(bar))

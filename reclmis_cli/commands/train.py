@@ -99,7 +99,9 @@ def resolve_run_config(
     overrides = deep_merge(overrides, parse_overrides(sets))
     overrides = deep_merge(overrides, flags)
     if dataset:
-        data_dir = resolve_dataset(dataset, main_process_first=PartialState(cpu=cpu).main_process_first)
+        size = build_config(name, None, overrides).model.image_size  # the sample is prepared at the run's size
+        data_dir = resolve_dataset(dataset, main_process_first=PartialState(cpu=cpu).main_process_first,
+                                   image_size=size)
     elif data is not None:
         data_dir = check_data_dir(data)
     elif overrides.get("data", {}).get("root"):

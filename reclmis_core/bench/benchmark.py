@@ -395,8 +395,7 @@ def _ort_fns(ctx: _Ctx, segmentation_file: Path | None = None) -> tuple[SegFn, T
         return torch.from_numpy(rt.segment(x, np.asarray(feats.cpu()), np.asarray(mask.cpu())))
 
     def text(ids: Tensor, mask: Tensor) -> Tensor:
-        (out,) = rt._text.run(["text_features"], {"input_ids": ids.cpu().numpy(), "attention_mask": mask.cpu().numpy()})
-        return torch.from_numpy(out)
+        return torch.from_numpy(rt.encode_ids(ids.cpu().numpy(), mask.cpu().numpy()))
 
     return seg, (text if rt.uses_text else None)
 
@@ -638,7 +637,7 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
     model, run_cfg, source = load_bench_model(cfg)
     apply_threads(cfg.threads or None, run_cfg.model)
     inf = model.for_inference()
-    size, ch = run_cfg.model.image_size, run_cfg.model.in_channels
+    size = run_cfg.model.image_size
     uses_text = inf.seg.uses_text
 
     # -- parameters --------------------------------------------------------------------------------

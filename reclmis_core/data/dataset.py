@@ -27,6 +27,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from .layouts import SPLITS
 from .prepare import MANIFEST_COLUMNS
+from .preprocess import PreprocessPlan
 from .transforms import Sample, TrainAugment
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def _is_rgb(path: str) -> bool:
 class ManifestDataset(Dataset):
     """One split of a prepared DATA_DIR.
 
-    Items are dicts: ``image`` FloatTensor[C, H, W] normalised as ``(x / 255 - mean) / std``, ``mask``
+    Items are dicts: ``image`` FloatTensor[C, H, W] normalised by :attr:`plan` (``(x / 255 - mean) / std``), ``mask``
     FloatTensor[1, H, W] in {0, 1}, ``note`` str, ``id`` str, and ``lesion_labels`` LongTensor[H, W] when the
     manifest has that column (zone codes, see :mod:`.synthetic`; zeros for rows without a map).
 
@@ -158,6 +159,8 @@ class ManifestDataset(Dataset):
         self.has_lesion_labels = "lesion_labels" in self.frame.columns
         # colour is kept only when the data has it (saturation/hue augmentation then applies)
         self.colour = _is_rgb(self.frame["image"].iloc[0]) and in_channels == 3
+        self.plan = PreprocessPlan(self.image_size, in_channels, float(self.cfg.mean), float(self.cfg.std),
+                                   self.colour)
         self.augment = TrainAugment(self.cfg) if train else None
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         self._images: np.ndarray | None = None
@@ -217,16 +220,8 @@ class ManifestDataset(Dataset):
         if self.augment is not None:
             rng = np.random.default_rng((self.seed, int(self._epoch[0]), index))
             sample = self.augment(sample, rng)
-        img = torch.from_numpy(_writable(sample.image))
-        img = img.permute(2, 0, 1) if img.ndim == 3 else img.unsqueeze(0)
-        if img.shape[0] == 3 and self.in_channels == 1:
-            img = (0.299 * img[0:1].float() + 0.587 * img[1:2].float() + 0.114 * img[2:3].float())
-        x = img.float().div_(255.0)
-        if x.shape[0] == 1 and self.in_channels == 3:
-            x = x.expand(3, -1, -1).contiguous()
-        x = (x - self.cfg.mean) / self.cfg.std
         item: dict[str, Any] = {
-            "image": x,
+            "image": torch.from_numpy(self.plan.normalise(sample.image)),
             "mask": torch.from_numpy(_writable(sample.mask)).float().unsqueeze(0),
             "note": sample.note,
             "id": self.ids[index],

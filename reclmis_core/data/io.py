@@ -156,11 +156,13 @@ def detect_kind(path: str | Path) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
+def read_image(path: str | Path, allow_uneven_slices: bool = False) -> tuple[np.ndarray, ImageMeta]:
     """Read a 2-D image, a DICOM file, a DICOM series folder or a NIfTI volume (see the module docstring).
 
     Args:
         path: file or DICOM series folder.
+        allow_uneven_slices: DICOM series: accept a gap or uneven slice spacing with a warning (the affine is
+            then approximate) instead of a DataError.
 
     Returns:
         ``(array, meta)``; volumes come back as ``(Z, H, W)`` axial display slices with ``meta.is_volume``.
@@ -174,7 +176,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     if kind == "dicom":
         return read_dicom(path)
     if kind == "dicom-series":
-        return read_dicom_series(path)
+        return read_dicom_series(path, allow_uneven_slices)
     return read_nifti(path)
 
 
@@ -356,11 +358,58 @@ def _slice_position(ds: Any) -> float | None:
     return float(ipp @ normal)
 
 
-def read_dicom_series(folder: str | Path) -> tuple[np.ndarray, ImageMeta]:
+#: Slice positions may deviate from a uniform grid by this much (mm, or this fraction of the step if larger).
+SLICE_TOLERANCE_MM = 0.01
+SLICE_TOLERANCE_REL = 0.01
+
+
+def _check_slice_geometry(folder: Path, metas: list[ImageMeta], allow_uneven: bool) -> float | None:
+    """Same orientation on every slice, and uniform steps between positions (no gap, no uneven spacing).
+
+    Returns the slice step (mm) along the first-to-last direction, None without positions. A mixed orientation
+    is always an error; a gap or uneven spacing is one unless ``allow_uneven`` (then a warning: one affine
+    cannot describe such a series, so the written NIfTI is approximate).
+    """
+    refs = [m.dicom for m in metas]
+    orients = [r.image_orientation for r in refs if r is not None and r.image_orientation is not None]
+    if len(orients) == len(metas) and len(metas) > 1:
+        first = np.asarray(orients[0], dtype=np.float64)
+        bad = [i for i, o in enumerate(orients) if np.abs(np.asarray(o, dtype=np.float64) - first).max() > 1e-4]
+        if bad:
+            raise DataError(f"{folder}: slices have different orientations (ImageOrientationPatient of "
+                            f"{metas[bad[0]].path} differs from {metas[0].path}); put each stack in its own folder")
+    pos = [r.image_positions[0] for r in refs if r is not None and r.image_positions]
+    if len(pos) != len(metas) or len(metas) < 2:
+        return None
+    p = np.asarray(pos, dtype=np.float64)
+    steps = np.diff(p, axis=0)
+    mean = (p[-1] - p[0]) / (len(p) - 1)
+    dist = np.linalg.norm(steps, axis=1)
+    step = float(np.linalg.norm(mean))
+    dev = np.linalg.norm(steps - mean, axis=1)
+    tol = max(SLICE_TOLERANCE_MM, SLICE_TOLERANCE_REL * step)
+    if step <= tol or dev.max() > tol:
+        k = int(np.argmax(dev))
+        what = ("duplicate slice positions" if dist.min() <= tol else
+                f"a gap (step {dist.max():.3g} mm where the others are {np.median(dist):.3g} mm: a missing slice?)"
+                if dist.max() > 1.5 * np.median(dist) else
+                f"uneven slice spacing ({dist.min():.3g}..{dist.max():.3g} mm)")
+        msg = (f"{folder}: {what} between {Path(metas[k].path).name} and {Path(metas[k + 1].path).name}; "
+               "one NIfTI affine cannot describe this series")
+        if not allow_uneven:
+            raise DataError(msg + "; complete the series, or pass --allow-uneven-slices to accept an approximate "
+                            "affine (mean step first to last)")
+        log.warning("%s: accepted (--allow-uneven-slices), the affine uses the mean step %.4g mm", msg, step)
+    return step
+
+
+def read_dicom_series(folder: str | Path, allow_uneven_slices: bool = False) -> tuple[np.ndarray, ImageMeta]:
     """A folder with one DICOM series: ``(Z, H, W)`` float32, slices sorted inferior -> superior.
 
     Slices are ordered by their position along the plane normal (ImagePositionPatient), falling back to
-    InstanceNumber. Files that are not DICOM are ignored; several series in one folder is an error.
+    InstanceNumber. Files that are not DICOM are ignored; several series in one folder is an error, and so are
+    slices of different orientations. A gap (missing slice) or uneven spacing is a DataError unless
+    ``allow_uneven_slices`` (then a warning and an approximate affine), never a silently wrong affine.
     """
     folder = Path(folder)
     files = [p for p in sorted(folder.iterdir()) if p.is_file() and is_dicom(p)]
@@ -388,10 +437,7 @@ def read_dicom_series(folder: str | Path) -> tuple[np.ndarray, ImageMeta]:
         raise DataError(f"{folder}: slices differ in size {sorted(shapes)}")
     vol = np.stack(slices).astype(np.float32)
     first = metas[0]
-    slice_spacing = None
-    sorted_pos = [positions[int(i)] for i in order]
-    if len(vol) > 1 and all(p is not None for p in sorted_pos):
-        slice_spacing = float(np.median(np.diff(np.asarray(sorted_pos, dtype=np.float64))))
+    slice_spacing = _check_slice_geometry(folder, metas, allow_uneven_slices)
     ref = first.dicom or DicomRef()
     ref.sop_instance_uids = [m.dicom.sop_instance_uids[0] for m in metas if m.dicom]
     ref.image_positions = [m.dicom.image_positions[0] for m in metas if m.dicom and m.dicom.image_positions]
@@ -742,44 +788,41 @@ def dicom_series_affine(meta: ImageMeta) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
-def read_dicom_seg(path: str | Path, reference: ImageMeta) -> np.ndarray:
-    """A DICOM SEG file as a ``(Z, H, W)`` uint8 {0, 1} mask aligned with a series read by this module.
+#: SOP classes of DICOM Segmentation objects: Segmentation Storage and Label Map Segmentation Storage.
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 
-    All segments are merged (union). Frames are matched to the reference slices by the referenced
-    SOPInstanceUID, falling back to ImagePositionPatient. Minimal: binary and fractional SEGs, no tiling.
+
+def read_dicom_seg(path: str | Path, reference: ImageMeta) -> np.ndarray:
+    """A DICOM SEG file as a ``(Z, H, W)`` uint8 {0, 1} mask aligned with a DICOM image/series read by this module.
+
+    Read with highdicom: binary, fractional and label-map SEGs, any segment numbers. All segments are merged
+    (union). Frames are matched to the reference slices by the SOPInstanceUIDs they reference (frame numbers
+    for a multi-frame source); slices the SEG does not reference are empty.
     """
     path = Path(path)
-    ds = _dcmread(path)
-    if str(ds.get("SOPClassUID", "")) != "1.2.840.10008.5.1.4.1.1.66.4":
-        raise DataError(f"{path}: not a DICOM Segmentation Storage object")
-    if reference.dicom is None:
-        raise DataError(f"{path}: a DICOM SEG mask needs a DICOM image series as reference")
     try:
-        frames = np.asarray(ds.pixel_array)
-    except (AttributeError, ValueError, RuntimeError, NotImplementedError, KeyError) as exc:
-        raise DataError(f"{path}: DICOM SEG has no readable pixel data ({exc})") from None
-    if frames.ndim == 2:
-        frames = frames[None]
+        import highdicom as hd
+    except ImportError:
+        raise DataError(f"{path}: reading a DICOM SEG mask needs highdicom: pip install 'reclmis[dicom]'") from None
+    ds = _dcmread(path)
+    if str(ds.get("SOPClassUID", "")) not in SEG_SOP_CLASSES:
+        raise DataError(f"{path}: not a DICOM Segmentation Storage object")
+    if reference.dicom is None or not reference.dicom.sop_instance_uids:
+        raise DataError(f"{path}: a DICOM SEG mask needs a DICOM image series as reference")
     z, h, w = reference.shape if reference.is_volume else (1, *reference.shape[:2])
-    out = np.zeros((z, h, w), dtype=np.uint8)
-    uid_index = {uid: i for i, uid in enumerate(reference.dicom.sop_instance_uids)}
-    pos_index = {tuple(round(v, 2) for v in p): i for i, p in enumerate(reference.dicom.image_positions)}
-    groups = ds.get("PerFrameFunctionalGroupsSequence", [])
-    for f, frame in enumerate(frames):
-        target = None
-        if f < len(groups):
-            group = groups[f]
-            for der in group.get("DerivationImageSequence", []):
-                for src in der.get("SourceImageSequence", []):
-                    target = uid_index.get(str(src.get("ReferencedSOPInstanceUID", "")), target)
-            if target is None and "PlanePositionSequence" in group:
-                pos = tuple(round(float(v), 2) for v in group.PlanePositionSequence[0].ImagePositionPatient)
-                target = pos_index.get(pos)
-        if target is None and len(frames) == z:
-            target = f
-        if target is None:
-            raise DataError(f"{path}: SEG frame {f} matches no slice of {reference.path}")
-        if frame.shape != (h, w):
-            raise DataError(f"{path}: SEG frame size {frame.shape} differs from the image size {(h, w)}")
-        out[target] |= (frame > 0).astype(np.uint8)
-    return out
+    uids = reference.dicom.sop_instance_uids
+    opts = {"combine_segments": False, "assert_missing_frames_are_empty": True, "ignore_spatial_locations": True}
+    try:
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+        if len(uids) == 1 and z > 1:  # multi-frame source: frames of one instance
+            arr = seg.get_pixels_by_source_frame(uids[0], list(range(1, z + 1)), **opts)
+        else:
+            arr = seg.get_pixels_by_source_instance(uids, **opts)
+    except (ValueError, KeyError, AttributeError, TypeError, RuntimeError, IndexError) as exc:
+        raise DataError(f"{path}: DICOM SEG does not match {reference.path} ({exc})") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 4:  # (frames, H, W, segments)
+        arr = arr.any(axis=-1)
+    if arr.shape != (z, h, w):
+        raise DataError(f"{path}: SEG size {arr.shape[1:]} differs from the image size {(h, w)}")
+    return (arr > 0).astype(np.uint8)

@@ -41,9 +41,9 @@ from .io import (
     read_dicom_seg,
     read_image,
     read_mask,
-    resize_array,
     to_uint8,
 )
+from .preprocess import input_spacing, plan_geometry, to_model_pixels
 from .layouts import PROBLEM_KINDS, SPLITS, Problem, Record, Scan, scan_source
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class PrepareOptions:
     keep_empty: bool = False  # (bool) volumes: keep slices without lesion (volume-wide notes only)
     overwrite: bool = False  # (bool) replace a non-empty existing DATA_DIR
     workers: int = 0  # (int) processes for pixel work; 0 = all CPU cores, 1 = in-process
+    allow_uneven_slices: bool = False  # (bool) DICOM series: accept a gap/uneven spacing with a warning
 
 
 @dataclass
@@ -188,55 +189,32 @@ def pool_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int, chunksize
 # --------------------------------------------------------------------------------------------------
 
 
-def _square_pixels(img: np.ndarray, masks: list[np.ndarray], spacing: tuple[float, float] | None, pad: bool
-                   ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Resample to square pixels and (volumes: ``pad``) pad to a square field of view, so anatomy keeps its
-    true shape through the final size x size resize."""
-    h, w = img.shape[:2]
-    if spacing is not None and abs(spacing[0] - spacing[1]) > 0.01 * max(spacing):
-        s = min(spacing)
-        nh, nw = max(1, round(h * spacing[0] / s)), max(1, round(w * spacing[1] / s))
-        img = resize_array(img, (nh, nw))
-        masks = [resize_array(m, (nh, nw), nearest=True) for m in masks]
-        h, w = nh, nw
-    if pad and h != w:
-        side = max(h, w)
-        top, left = (side - h) // 2, (side - w) // 2
-
-        def pad(a: np.ndarray) -> np.ndarray:
-            out = np.zeros((side, side, *a.shape[2:]), dtype=a.dtype)
-            out[top:top + h, left:left + w] = a
-            return out
-
-        img, masks = pad(img), [pad(m) for m in masks]
-    return img, masks
-
-
 def _emit(task: dict[str, Any], rid: str, img8: np.ndarray, mask01: np.ndarray, labels: np.ndarray | None,
-          spacing: tuple[float, float] | None = None, copy_from: dict[str, str] | None = None,
-          pad: bool = False) -> dict[str, str]:
+          spacing: tuple[float, float] | None = None, copy_from: dict[str, str] | None = None) -> dict[str, str]:
     """Write image/mask/labels at size x size into the staging folder; returns manifest paths.
+
+    The geometry is the one predict uses and inverts (:func:`reclmis_core.data.preprocess.plan_geometry`):
+    with a known ``spacing``, square pixels and a zero-padded square field of view; without, a direct resize.
 
     ``copy_from`` names source PNGs that are already exactly what would be written (8-bit, right size, mask
     0/255): they are copied byte for byte instead of re-encoded (the common QaTa case, and most of the speed).
     """
     size = task["size"]
     copy_from = copy_from or {}
-    extra = [mask01] + ([labels] if labels is not None else [])
-    img8, extra = _square_pixels(img8, extra, spacing, pad)
+    geom = plan_geometry(img8.shape[:2], spacing, size)
     staging, split = Path(task["staging"]), task["split"]
     rel = {"image": f"images/{split}/{rid}.png", "mask": f"masks/{split}/{rid}.png"}
     if labels is not None:
         rel["lesion_labels"] = f"lesion_labels/{split}/{rid}.png"
-    arrays = {"image": (img8, False, 1), "mask": (extra[0], True, 255)}
+    arrays = {"image": (img8, False, 1), "mask": (mask01, True, 255)}
     if labels is not None:
-        arrays["lesion_labels"] = (extra[1], True, 1)
+        arrays["lesion_labels"] = (labels, True, 1)
     for key, (arr, nearest, scale) in arrays.items():
         target = staging / rel[key]
         if key in copy_from:
             shutil.copyfile(copy_from[key], target)
             continue
-        small = resize_array(arr, (size, size), nearest=nearest)
+        small = to_model_pixels(arr, geom, nearest=nearest)
         target.write_bytes(encode_png(small * np.uint8(scale) if scale != 1 else small))
     return rel
 
@@ -305,17 +283,17 @@ def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
         copy_from["mask"] = task["mask"]
     if labels is not None and _copyable(task["lesion_labels"], larr, lmeta, size):
         copy_from["lesion_labels"] = task["lesion_labels"]
-    rel = _emit(task, rid, img8, mask01, labels, meta.spacing if meta.kind == "dicom" else None, copy_from)
+    rel = _emit(task, rid, img8, mask01, labels, input_spacing(meta), copy_from)
     out["rows"].append({"id": rid, "split": task["split"], "note": task["note"], "height": h, "width": w,
                         "source": task["source"], **rel})
     return out
 
 
-def _read_mask_volume(path: Path, meta: ImageMeta) -> np.ndarray:
+def _read_mask_volume(path: Path, meta: ImageMeta, allow_uneven_slices: bool = False) -> np.ndarray:
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".dcm":
         return read_dicom_seg(p, meta)
-    arr, _ = read_image(p)
+    arr, _ = read_image(p, allow_uneven_slices)
     return arr
 
 
@@ -323,7 +301,7 @@ def _process_volume(task: dict[str, Any]) -> dict[str, Any]:
     vid = task["id"]
     out: dict[str, Any] = {"id": vid, "rows": [], "problems": []}
     try:
-        vol, meta = read_image(task["image"])
+        vol, meta = read_image(task["image"], task["allow_uneven_slices"])
         if not meta.is_volume:
             vol = vol[None] if vol.ndim == 2 else vol
         img8 = to_uint8(vol, meta, task["window"])
@@ -333,7 +311,7 @@ def _process_volume(task: dict[str, Any]) -> dict[str, Any]:
         out["problems"].append(_problem("unreadable", task["image"], str(exc).split(": ", 1)[-1], vid))
         return out
     try:
-        mvol = _read_mask_volume(task["mask"], meta)
+        mvol = _read_mask_volume(task["mask"], meta, task["allow_uneven_slices"])
         if mvol.ndim == 2:
             mvol = mvol[None]
     except DataError as exc:
@@ -363,7 +341,7 @@ def _process_volume(task: dict[str, Any]) -> dict[str, Any]:
         else:
             continue
         rid = f"{vid}_s{z:03d}"
-        rel = _emit(task, rid, img8[z], mask01[z], None, meta.spacing, pad=True)
+        rel = _emit(task, rid, img8[z], mask01[z], None, input_spacing(meta))
         out["rows"].append({"id": rid, "split": task["split"], "note": note, "height": img8.shape[1],
                             "width": img8.shape[2], "source": f"{task['source']}#slice={z}", **rel})
     return out
@@ -475,7 +453,7 @@ def _run_pixels(scan: Scan, records: list[Record], staging: Path, opt: PrepareOp
         {"id": r.id, "split": r.split, "image": str(r.image), "mask": str(r.mask), "note": r.note,
          "source": r.source, "lesion_labels": str(r.lesion_labels) if r.lesion_labels else None,
          "slice_notes": dict(r.slice_notes), "staging": str(staging), "size": opt.size, "window": opt.window,
-         "keep_empty": opt.keep_empty}
+         "keep_empty": opt.keep_empty, "allow_uneven_slices": opt.allow_uneven_slices}
         for r in records
     ]
     fn = _process_volume if volumes else _process_2d

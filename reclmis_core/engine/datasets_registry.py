@@ -1,8 +1,9 @@
 """Registered datasets: a name maps to a prepared DATA_DIR and a training recipe.
 
 ``qata`` and ``mosmed`` are the paper's benchmarks (prepared with ``reclmis prepare`` into
-``$RECLMIS_DATA/<name>``, default ``./data/<name>``); ``sample`` is the bundled ``sample_data/`` (QaTa layout),
-prepared on first use into ``$RECLMIS_DATA/sample`` (never into the source tree).
+``$RECLMIS_DATA/<name>``, default ``./data/<name>``); ``sample`` is the bundled ``reclmis_core/sample_data/``
+(QaTa layout, package data, so it is in the wheel), prepared on first use into ``$RECLMIS_DATA/sample`` at the
+run's ``model.image_size`` (re-prepared when a run asks for another size; never into the installed package).
 
 A recipe is a preset plus overrides. Precedence, lowest first:
 preset defaults < recipe overrides < ``--config`` YAML < ``--set`` < explicit CLI flags. The recipe's overrides are
@@ -86,23 +87,31 @@ def data_root() -> Path:
 
 
 def sample_source() -> Path:
-    """The bundled ``sample_data/`` folder (``$RECLMIS_SAMPLE_DATA`` overrides)."""
+    """The bundled sample data, package data of ``reclmis_core`` (``$RECLMIS_SAMPLE_DATA`` overrides)."""
     env = os.environ.get(SAMPLE_ENV)
     if env:
         return Path(env)
     import reclmis_core
 
-    here = Path(reclmis_core.__file__).resolve().parent
-    for cand in (here / "sample_data", here.parent / "sample_data"):
-        if cand.is_dir():
-            return cand
-    raise DataError(
-        f"the bundled sample data was not found (looked in {here / 'sample_data'} and {here.parent / 'sample_data'}); "
-        f"set {SAMPLE_ENV} to the sample_data folder of a reclmis checkout"
-    )
+    here = Path(reclmis_core.__file__).resolve().parent / "sample_data"
+    if not here.is_dir():
+        raise DataError(f"the bundled sample data is missing from this installation ({here}); reinstall reclmis "
+                        f"or set {SAMPLE_ENV} to a sample_data folder")
+    return here
 
 
-def resolve_dataset(name: str, root: str | Path | None = None, main_process_first: Any = None) -> Path:
+def _prepared_size(folder: Path) -> int | None:
+    """The ``size`` a DATA_DIR was prepared at (from its dataset.json), None if unknown."""
+    import json
+
+    try:
+        return int(json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resolve_dataset(name: str, root: str | Path | None = None, main_process_first: Any = None,
+                    image_size: int | None = None) -> Path:
     """Path of a registered dataset's prepared DATA_DIR; prepares the bundled sample on first use.
 
     Args:
@@ -110,11 +119,18 @@ def resolve_dataset(name: str, root: str | Path | None = None, main_process_firs
         root: folder of registered datasets; default :func:`data_root`.
         main_process_first: optional context manager factory (``PartialState().main_process_first``) so only
             one process prepares the sample when several are launched.
+        image_size: the run's ``model.image_size``; the bundled sample is prepared at this size (default 96,
+            the tiny preset's).
     """
     recipe = get_recipe(name)
     folder = Path(root) if root is not None else data_root()
     folder = folder / name
-    if (folder / "manifest.csv").is_file():
+    size = int(image_size or 96)
+
+    def ready() -> bool:
+        return (folder / "manifest.csv").is_file() and (not recipe.bundled or _prepared_size(folder) == size)
+
+    if ready():
         return folder
     if not recipe.bundled:
         raise DataError(
@@ -123,8 +139,8 @@ def resolve_dataset(name: str, root: str | Path | None = None, main_process_firs
         )
     ctx = main_process_first() if main_process_first is not None else nullcontext()
     with ctx:
-        if not (folder / "manifest.csv").is_file():
-            prepare_sample(folder, size=96)
+        if not ready():
+            prepare_sample(folder, size=size)
     return folder
 
 
@@ -141,8 +157,8 @@ def prepare_sample(folder: Path, size: int, extra_phantoms: int = SAMPLE_EXTRA_P
     from ..data.synthetic import SyntheticConfig, write_synthetic
 
     src = sample_source()
-    log.info("preparing the bundled sample data %s -> %s with %d extra training phantoms (first use only)",
-             src, folder, extra_phantoms)
+    log.info("preparing the bundled sample data %s -> %s at %d px with %d extra training phantoms", src, folder,
+             size, extra_phantoms)
     staging = make_staging_dir(folder)
     try:
         prepare_dataset(src, staging, PrepareOptions(layout="auto", size=size, overwrite=True, workers=1))

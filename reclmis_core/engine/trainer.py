@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
 from torch import Tensor
 
 from ..config import RunConfig, config_to_dict, flatten, save_yaml
@@ -45,7 +46,7 @@ from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
-from ..utils import atomic_write_text, seed_everything
+from ..utils import atomic_write_text
 from .checkpoint import read_checkpoint_config, recover_folder, replace_folder, write_checkpoint_files
 from .objective import RecLMISObjective
 from .report import write_run_report
@@ -247,7 +248,7 @@ class Trainer:
         cfg = self.cfg
         configure_determinism(cfg.train.deterministic)
         acc = self.accelerator = self._make_accelerator()
-        seed_everything(cfg.train.seed)  # same initial weights on every process
+        set_seed(cfg.train.seed)  # same initial weights on every process
 
         manifest = read_manifest(self.data_dir)
         splits = manifest["split"].value_counts().to_dict()
@@ -264,7 +265,7 @@ class Trainer:
         elif cfg.model.text.encoder == "scratch" and acc.num_processes > 1:
             holder = [build_model(cfg.model, corpus=train_notes).text_state() if self.is_main else None]
             text_state = broadcast_object_list(holder)[0]
-            seed_everything(cfg.train.seed)
+            set_seed(cfg.train.seed)
         self.raw_model = build_model(cfg.model, corpus=train_notes, text_state=text_state)
         length = resolve_text_length(self.raw_model, cfg, train_notes)
         if self.raw_model.text_encoder is not None:
@@ -290,8 +291,8 @@ class Trainer:
         self.steps_per_epoch = len(self.train_dl)  # per process
         # AcceleratedScheduler steps once per process per optimizer step, so count steps over all processes.
         per_epoch = math.ceil(self.steps_per_epoch / t.grad_accum) * acc.num_processes
-        schedule = _lr_lambda(t.scheduler, per_epoch * t.epochs, per_epoch * t.warmup_epochs)
-        self.scheduler = acc.prepare(torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
+        self.scheduler = acc.prepare(_lr_schedule(optimizer, t.scheduler, per_epoch * t.epochs,
+                                                  per_epoch * t.warmup_epochs))
         self.objective = RecLMISObjective(cfg.loss, cfg.model)
         self.n_train, self.n_val = len(train_ds), len(val_ds)
         self.train_ds = train_ds
@@ -312,7 +313,7 @@ class Trainer:
         acc.wait_for_everyone()
         # Different augmentation/dropout streams per process; the resume state restores them per process.
         if not self.resume:
-            seed_everything(t.seed + acc.process_index)
+            set_seed(t.seed + acc.process_index)
 
     # -- hooks ----------------------------------------------------------------------------------------
 
@@ -430,7 +431,8 @@ class Trainer:
             st.bad_epochs += 1
         meta = {"epoch": epoch, "val_dice": record["val_dice"], "val_miou": record["val_miou"],
                 "best_epoch": st.best_epoch, "best_dice": st.best_dice,
-                "colour": self.train_ds.colour}  # preprocessing: colour kept (else luminance), for predict/export
+                "colour": self.train_ds.colour,  # kept for checkpoints read by older versions
+                "preprocessing": self.train_ds.plan.to_dict()}  # the plan predict/eval/export reuse
         self.save_checkpoint(self.run_dir / "last", meta)
         if improved:
             self.save_checkpoint(self.run_dir / "best", meta)
@@ -603,13 +605,11 @@ def _read_metrics(path: Path) -> list[dict[str, float]]:
                 for row in csv.DictReader(fh)]
 
 
-def _lr_lambda(kind: str, total: int, warmup: int) -> Callable[[int], float]:
-    def fn(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+def _lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total: int, warmup: int
+                 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' linear warm-up, then cosine decay to 0 over ``total`` steps (or constant)."""
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-    return fn
+    if kind == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_cosine_schedule_with_warmup(optimizer, warmup, max(1, total))

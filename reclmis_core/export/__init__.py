@@ -4,7 +4,7 @@
 ``OnnxSegmenter`` (in ``runtime``) runs an ONNX export with ONNX Runtime.
 """
 
-from .exporter import FORMATS, SAMPLE_NOTES, ExportResult, VerifyResult, export_model, latest_checkpoint, sample_images
+from .exporter import FORMATS, SAMPLE_NOTES, ExportResult, VerifyResult, export_model, sample_images
 from .onnx import DEFAULT_OPSET, ExportError
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "ExportResult",
     "VerifyResult",
     "export_model",
-    "latest_checkpoint",
     "sample_images",
 ]
 

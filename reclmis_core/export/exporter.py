@@ -41,7 +41,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..config import RunConfig, config_to_dict
-from ..engine.checkpoint import find_latest_checkpoint
+from ..data.preprocess import PreprocessPlan, normalise_batch
 from ..errors import ConfigError
 from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, export_onnx, onnx_initializer_params, _dims
 
@@ -121,7 +121,7 @@ def sample_images(cfg: RunConfig, n: int, seed: int = 0) -> Tensor:
     s, c = cfg.model.image_size, cfg.model.in_channels
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
-    out = np.empty((n, c, s, s), dtype=np.float32)
+    out = np.empty((n, 1, s, s), dtype=np.float32)
     for i in range(n):
         img = 60 + 40 * yy  # soft vertical gradient
         for cx in (0.3, 0.7):  # two lung fields
@@ -132,16 +132,12 @@ def sample_images(cfg: RunConfig, n: int, seed: int = 0) -> Tensor:
         img += rng.normal(0, 6, size=img.shape)
         img = np.clip(img, 0, 255)
         out[i] = img[None]
-    x = (out / 255.0 - cfg.data.mean) / cfg.data.std
-    return torch.from_numpy(x.astype(np.float32))
+    return torch.from_numpy(normalise_batch(out, c, cfg.data.mean, cfg.data.std))
 
 
 # --------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------
-
-
-latest_checkpoint = find_latest_checkpoint  # the one newest-run finder, under its older name
 
 
 def resolve_model(
@@ -165,13 +161,13 @@ def resolve_model(
     raise ConfigError(f"expected a checkpoint folder or a RecLMIS model, got {type(checkpoint_or_model).__name__}")
 
 
-def _checkpoint_colour(source: str | None) -> bool:
-    """The checkpoint's preprocessing colour flag (trained on RGB, else luminance); False for in-memory models."""
+def _preprocess_plan(cfg: RunConfig, source: str | None) -> PreprocessPlan:
+    """The checkpoint's preprocessing plan (in-memory models: from ``cfg``, gray)."""
     if source is None:
-        return False
+        return PreprocessPlan.from_config(cfg)
     from ..engine.checkpoint import read_checkpoint_config
 
-    return bool((read_checkpoint_config(source).get("meta") or {}).get("colour", False))
+    return PreprocessPlan.from_checkpoint(cfg, read_checkpoint_config(source))
 
 
 def _numel(module: torch.nn.Module | None) -> int:
@@ -194,16 +190,14 @@ def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, body: dict[
         "text": body.get("text"),
         "note_optional": inf.seg.uses_text and cfg.train.note_dropout > 0,
         "preprocessing": {
-            "image_size": cfg.model.image_size,
-            "in_channels": cfg.model.in_channels,
-            "colour": _checkpoint_colour(source),
+            **_preprocess_plan(cfg, source).to_dict(),
             "layout": "NCHW float32",
             "scale": "x / 255",
-            "mean": cfg.data.mean,
-            "std": cfg.data.std,
             "normalise": "(x / 255 - mean) / std",
             "grayscale": f"repeated to {cfg.model.in_channels} channels",
-            "resize": f"to {cfg.model.image_size}x{cfg.model.image_size} (bilinear); undo on the output",
+            "colour_to_gray": "luminance, ITU-R 601 (PIL convert('L')), unless colour is true",
+            "geometry": "known pixel spacing: square pixels, zero-pad to a square; then bilinear resize to "
+                        f"{cfg.model.image_size}x{cfg.model.image_size}; undo on the output",
         },
         "postprocessing": {"output": "logits", "activation": "sigmoid", "threshold": cfg.infer.threshold},
         "params": {"segmentation": _numel(inf.seg), "text_encoder": _numel(inf.text_encoder)},

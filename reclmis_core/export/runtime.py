@@ -22,8 +22,10 @@ Image-only exports: ``uses_text`` is False, ``encode_text`` raises, ``segment(x)
 The tokenizer is rebuilt from the sidecar with reclmis_core's own tokenizer classes (scratch BPE and WordPiece
 vocabularies are embedded in the sidecar, CLIP's BPE comes from ``instant-clip-tokenizer``, Hugging Face
 tokenizers are saved in ``tokenizer/`` next to the graphs), so tokenization is identical to training.
-Preprocessing is ``(x / 255 - mean) / std`` with grayscale repeated to ``in_channels``; resizing and restoring
-the input geometry stay with the caller (reclmis_core.inference).
+Preprocessing is the training one (:class:`reclmis_core.data.preprocess.PreprocessPlan`, rebuilt from the sidecar
+as ``seg.plan``): colour reduced to luminance unless the model was trained on colour, gray repeated to
+``in_channels``, ``(x / 255 - mean) / std``; resizing and restoring the input geometry stay with the caller
+(``seg.plan.geometry`` / ``reclmis_core.data.preprocess.restore_map``, as reclmis_core.inference does).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.preprocess import PreprocessPlan
 from ..errors import CheckpointError
 from .onnx import SEG_FILE, SIDECAR, TEXT_FILE
 
@@ -141,30 +144,27 @@ class OnnxSegmenter:
             self._text = _session(text_path, providers, threads)
             self.max_length = int(text["max_length"])
             self.tokenizer = build_tokenizer(text["tokenizer"], self.folder, self.max_length)
-        pre = self.sidecar["preprocessing"]
-        self.image_size = int(pre["image_size"])
-        self.in_channels = int(pre["in_channels"])
-        self.mean = float(pre["mean"])
-        self.std = float(pre["std"])
+        self.plan = PreprocessPlan.from_dict(self.sidecar["preprocessing"])
+        self.image_size = self.plan.image_size
+        self.in_channels = self.plan.in_channels
+        self.mean = self.plan.mean
+        self.std = self.plan.std
         self.threshold = float(self.sidecar["postprocessing"]["threshold"])
 
     # -- preprocessing -------------------------------------------------------------------------------
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """0..255 images already at ``image_size`` -> normalised float32 (B, C, S, S)."""
-        x = np.asarray(images, dtype=np.float32)
+        """0..255 images already at ``image_size`` -> normalised float32 (B, C, S, S), as in training."""
+        x = np.asarray(images)
         if x.ndim == 2:
             x = x[None]
         if x.ndim == 3:
             x = x[:, None]
-        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
             x = x.transpose(0, 3, 1, 2)
-        if x.shape[1] == 1 and self.in_channels == 3:
-            x = np.repeat(x, 3, axis=1)
-        elif x.shape[1] == 3 and self.in_channels == 1:
-            x = x.mean(axis=1, keepdims=True)
+        x = self.plan.normalise_batch(x)
         self._check_images(x)
-        return np.ascontiguousarray((x / 255.0 - self.mean) / self.std, dtype=np.float32)
+        return x
 
     def _check_images(self, x: np.ndarray) -> None:
         want = (self.in_channels, self.image_size, self.image_size)
@@ -180,11 +180,19 @@ class OnnxSegmenter:
         batch = self.tokenizer(list(notes), self.max_length)
         return batch.input_ids.numpy().astype(np.int64), batch.attention_mask.numpy().astype(np.int64)
 
+    def encode_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Token ids + mask (N, L) -> text_features float32 (N, L, D) (the text graph alone)."""
+        if self._text is None:
+            raise ValueError("this export is image-only; it has no text graph")
+        feed = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+                "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)}
+        (feats,) = self._text.run(["text_features"], feed)
+        return feats
+
     def encode_text(self, notes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Notes -> (text_features float32 (N, L, D), text_mask int64 (N, L))."""
         ids, mask = self.tokenize(notes)
-        (feats,) = self._text.run(["text_features"], {"input_ids": ids, "attention_mask": mask})
-        return feats, mask
+        return self.encode_ids(ids, mask), mask
 
     # -- segmentation --------------------------------------------------------------------------------
 

@@ -10,11 +10,11 @@ from .predictor import (
     Predictor,
     PredictReport,
     collect_inputs,
-    find_latest_checkpoint,
     run_predict,
     write_prediction,
 )
-from .restore import Geometry, plan_geometry, restore_map, to_model_pixels
+from ..data.preprocess import Geometry, PreprocessPlan, plan_geometry, restore_map, to_model_pixels
+from ..engine.checkpoint import find_latest_checkpoint
 
 __all__ = [
     "Explanation",
@@ -25,6 +25,7 @@ __all__ = [
     "PredictOptions",
     "PredictReport",
     "Prediction",
+    "PreprocessPlan",
     "Predictor",
     "collect_inputs",
     "find_latest_checkpoint",

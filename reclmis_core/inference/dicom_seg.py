@@ -3,6 +3,10 @@
 The SEG shares the source's Study and Frame of Reference, has one frame per source slice (in the order the
 reader returned them) and each frame references its source SOP instance, so viewers (3D Slicer, OHIF,
 Horos) overlay it on the series it came from.
+
+The note that guided the prediction is never written into the SEG: a clinical note can carry patient
+information into a new header. SeriesDescription/ContentDescription are fixed texts unless the caller passes
+``seg_description`` explicitly (``reclmis predict --seg-description TEXT``). See docs/dicom.md for every attribute.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from ..errors import DataError
 from ..utils import atomic_path
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SERIES_DESCRIPTION = "RecLMIS SEG"
+DEFAULT_CONTENT_DESCRIPTION = "RecLMIS segmentation"
 
 
 def _highdicom():
@@ -45,14 +52,15 @@ def _source_datasets(meta: ImageMeta) -> list:
     return out
 
 
-def build_dicom_seg(mask: np.ndarray, meta: ImageMeta, note: str = "", label: str = "lesion"):
+def build_dicom_seg(mask: np.ndarray, meta: ImageMeta, seg_description: str | None = None, label: str = "lesion"):
     """A highdicom ``Segmentation`` of ``mask`` over the DICOM input described by ``meta``.
 
     Args:
         mask: binary mask in the reader's geometry: (H, W) for a single file, (Z, H, W) for a series or a
             multi-frame file (slices in ``meta.source_files`` order).
         meta: the reader's meta of a DICOM file or series.
-        note: the note that guided the prediction (stored, cut to 64 characters, as ContentDescription).
+        seg_description: text the user chose for SeriesDescription and ContentDescription (cut to 64 characters,
+            the LO limit); None writes fixed texts. Never pass the note here implicitly.
         label: segment label.
     """
     hd = _highdicom()
@@ -93,9 +101,9 @@ def build_dicom_seg(mask: np.ndarray, meta: ImageMeta, note: str = "", label: st
             manufacturer_model_name="RecLMIS",
             software_versions=__version__,
             device_serial_number="0",
-            content_description=(note or "RecLMIS segmentation")[:64],
+            content_description=(seg_description or DEFAULT_CONTENT_DESCRIPTION)[:64],
             content_label="RECLMIS",
-            series_description=f"RecLMIS SEG: {note}"[:64],
+            series_description=(seg_description or DEFAULT_SERIES_DESCRIPTION)[:64],
             omit_empty_frames=False,
         )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
@@ -103,8 +111,8 @@ def build_dicom_seg(mask: np.ndarray, meta: ImageMeta, note: str = "", label: st
     return seg
 
 
-def write_dicom_seg(path: str | Path, mask: np.ndarray, meta: ImageMeta, note: str = "") -> None:
+def write_dicom_seg(path: str | Path, mask: np.ndarray, meta: ImageMeta, seg_description: str | None = None) -> None:
     """Build the SEG (:func:`build_dicom_seg`) and write it atomically to ``path``."""
-    seg = build_dicom_seg(mask, meta, note)
+    seg = build_dicom_seg(mask, meta, seg_description)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)

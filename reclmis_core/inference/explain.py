@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .restore import Geometry, restore_map, to_rgb
+from ..data.preprocess import Geometry, restore_map
+from .restore import to_rgb
 
 # A perceptually ordered dark-blue -> cyan -> yellow -> red ramp (close to "turbo"), as anchor colours.
 _RAMP = np.asarray(

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -43,20 +44,15 @@ from ..data.io import (
     to_uint8,
 )
 from ..device import onnx_providers, resolve_device
-from ..engine.checkpoint import find_latest_checkpoint  # noqa: F401  (re-exported: the one newest-run finder)
 from ..errors import ConfigError, DataError, ReclmisError
 from ..metrics.components import count_components
 from ..utils import atomic_write_text
 from .explain import Explanation, render_explanation
+from ..data.preprocess import Geometry, PreprocessPlan, input_spacing, restore_map
 from .restore import (
-    Geometry,
     OutputSet,
-    normalise,
     overlay_image,
-    plan_geometry,
     prob_to_uint8,
-    restore_map,
-    to_model_pixels,
     volume_prob_in_stored_order,
     write_npy,
     write_png,
@@ -337,18 +333,17 @@ class _Pending:
 
 
 class _TorchBackend:
-    def __init__(self, model: Any, cfg: Any, device: torch.device, explain: bool, colour: bool = False) -> None:
+    def __init__(self, model: Any, cfg: Any, device: torch.device, explain: bool,
+                 plan: PreprocessPlan | None = None) -> None:
         self.model = model.to(device).eval()
-        self.colour = colour  # trained on colour images (else colour inputs are reduced to luminance)
+        self.plan = plan or PreprocessPlan.from_config(cfg)
+        self.threshold = float(cfg.infer.threshold)
         self.infer = model.for_inference()
         self.device = device
         self.explain = explain
         self.uses_text = model.seg.uses_text
         self.note_optional = self.uses_text and cfg.train.note_dropout > 0  # trained to work without a note too
         self.model_cfg = cfg.model  # sizes the thread default (reclmis_core.device.apply_threads)
-        self.image_size = cfg.model.image_size
-        self.in_channels = cfg.model.in_channels
-        self.mean, self.std = float(cfg.data.mean), float(cfg.data.std)
         self.max_length = model.max_length
         self.tokenizer = model.tokenizer
         if explain and (not self.uses_text or getattr(model, "interest", None) is None):
@@ -393,12 +388,10 @@ class _OnnxBackend:
             raise ConfigError(f"--device {device}: ONNX Runtime could not start {wanted} (running on "
                               f"{', '.join(self.seg.providers)}); check the CUDA/cuDNN libraries or use --device cpu")
         self.device = torch.device("cpu")
-        self.image_size = int(self.seg.image_size)
-        self.in_channels = int(self.seg.in_channels)
-        self.mean, self.std = float(self.seg.mean), float(self.seg.std)
+        self.plan = self.seg.plan
+        self.threshold = float(self.seg.threshold)
         self.uses_text = bool(self.seg.uses_text)
         self.note_optional = bool(self.seg.sidecar.get("note_optional", False))
-        self.colour = bool(self.seg.sidecar.get("preprocessing", {}).get("colour", False))
         self.tokenizer = self.seg.tokenizer
         self.max_length = int(self.seg.max_length)
         self.explain = False
@@ -430,16 +423,19 @@ class Predictor:
         note_cache: encode each distinct note once (keyed by its text); off re-encodes per batch.
         window: intensity window for DICOM/NIfTI (preset name, ``"C,W"`` or a pair); None = the file's own
             window, the lung window for CT, else min..max.
+        allow_uneven_slices: accept a DICOM series with a missing slice or uneven spacing (a warning and an
+            approximate affine) instead of failing that input.
     """
 
     def __init__(self, backend: Any, batch_size: int = 8, note_cache: bool = True, window: Any = None,
-                 source: str = "") -> None:
+                 source: str = "", allow_uneven_slices: bool = False) -> None:
         if batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
         self.backend = backend
         self.batch_size = int(batch_size)
         self.note_cache = note_cache
         self.window = window
+        self.allow_uneven_slices = allow_uneven_slices
         parse_window(window)  # validate early: a bad --window is a usage error, not a per-input one
         self.source = source
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -452,8 +448,7 @@ class Predictor:
         from ..engine.checkpoint import load_checkpoint
 
         model, cfg, doc = load_checkpoint(path)
-        colour = bool((doc.get("meta") or {}).get("colour", False))
-        backend = _TorchBackend(model, cfg, resolve_device(device), explain, colour)
+        backend = _TorchBackend(model, cfg, resolve_device(device), explain, PreprocessPlan.from_checkpoint(cfg, doc))
         kwargs.setdefault("batch_size", cfg.infer.batch_size)
         return cls(backend, source=str(path), **kwargs)
 
@@ -461,7 +456,8 @@ class Predictor:
     def from_model(cls, model: Any, cfg: Any, device: str = "cpu", explain: bool = False, colour: bool = False,
                    **kwargs: Any) -> Predictor:
         """Wrap an in-memory ``RecLMIS`` (e.g. right after training, in a notebook)."""
-        return cls(_TorchBackend(model, cfg, resolve_device(device), explain, colour), **kwargs)
+        plan = PreprocessPlan.from_config(cfg, colour)
+        return cls(_TorchBackend(model, cfg, resolve_device(device), explain, plan), **kwargs)
 
     @classmethod
     def from_onnx(cls, folder: str | Path, device: str = "cpu", threads: int | None = None, **kwargs: Any
@@ -481,8 +477,18 @@ class Predictor:
         return self.backend.note_optional
 
     @property
+    def plan(self) -> PreprocessPlan:
+        """The checkpoint's (or export's) preprocessing."""
+        return self.backend.plan
+
+    @property
     def image_size(self) -> int:
-        return self.backend.image_size
+        return self.plan.image_size
+
+    @property
+    def threshold(self) -> float:
+        """The checkpoint's ``infer.threshold`` (the export sidecar's for ONNX): the default for masks."""
+        return self.backend.threshold
 
     @property
     def explain(self) -> bool:
@@ -551,29 +557,26 @@ class Predictor:
         if spec.kind == "dicom-series":
             from ..data.io import read_dicom_series
 
-            arr, meta = read_dicom_series(spec.path)
+            arr, meta = read_dicom_series(spec.path, self.allow_uneven_slices)
         else:
             arr, meta = read_image(spec.path)
         img8 = to_uint8(arr, meta, self.window)
         slices = img8 if meta.is_volume else img8[None]
         if meta.is_volume and img8.ndim != 3:
             raise DataError(f"{spec.path}: unsupported volume layout {img8.shape}")
-        spacing = meta.spacing if meta.kind != "raster" else None
-        geom = plan_geometry(slices.shape[1:3], spacing, self.image_size)
-        pixels = np.stack([to_model_pixels(s, geom) for s in slices])
+        geom = self.plan.geometry(slices.shape[1:3], input_spacing(meta))
+        pixels = np.stack([self.plan.model_pixels(s, geom) for s in slices])
         return meta, img8, geom, pixels
 
     def _batch_tensor(self, pixels: list[np.ndarray]) -> torch.Tensor:
-        b = self.backend
-        x = np.stack([normalise(p, b.in_channels, b.mean, b.std, b.colour) for p in pixels]).astype(np.float32)
-        return torch.from_numpy(x)
+        return torch.from_numpy(np.stack([self.plan.normalise(p) for p in pixels]))
 
     def predict_arrays(self, images: Sequence[np.ndarray], notes: Sequence[str]) -> list[np.ndarray]:
         """Probabilities for in-memory 8-bit images (each (H, W) or (H, W, 3)) at their own size; no spacing."""
         out = []
         for img, note in zip(images, notes):
-            geom = plan_geometry(img.shape[:2], None, self.image_size)
-            probs, _, _ = self._run([to_model_pixels(np.asarray(img, dtype=np.uint8), geom)], [note])
+            geom = self.plan.geometry(img.shape[:2], None)
+            probs, _, _ = self._run([self.plan.model_pixels(np.asarray(img, dtype=np.uint8), geom)], [note])
             out.append(restore_map(probs[0], geom))
         return out
 
@@ -671,10 +674,11 @@ class Predictor:
 
 @dataclass
 class PredictOptions:
-    threshold: float = 0.5  # (float) probability above which a pixel is foreground
+    threshold: float | None = None  # (float) probability above which a pixel is foreground; None = checkpoint's
     format: str = "auto"  # (str) auto | png | nifti | dicom-seg
     overlay: bool = False  # (bool) write <stem>_overlay.png
     save_prob: bool = False  # (bool) write <stem>_prob.png (2-D) / <stem>_prob.npy (volumes)
+    seg_description: str | None = None  # (str) DICOM SEG SeriesDescription; None = fixed text (never the note)
 
 
 @dataclass
@@ -777,6 +781,8 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
     """Write one input's files (each atomically); on any error remove what was written and re-raise."""
     meta = pred.meta
     fmt = resolve_format(opts.format, meta)
+    if opts.threshold is None:
+        raise ConfigError("write_prediction needs a threshold (run_predict fills in the checkpoint's)")
     mask = pred.mask(opts.threshold)
     outs = OutputSet(out_dir, pred.spec.stem)
     entry: dict[str, Any] = {
@@ -806,7 +812,7 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
         else:
             from .dicom_seg import write_dicom_seg
 
-            write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, pred.note)
+            write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, opts.seg_description)
         if opts.overlay:
             write_png(outs.path("overlay", "_overlay.png"), overlay_image(img2d, mask2d))
         if opts.save_prob:
@@ -829,7 +835,6 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
     except BaseException:
         outs.discard()
         raise
-    outs.publish()
     entry["outputs"] = {k: str(p.resolve()) for k, p in outs.files.items()}
     entry["seconds"] = round(pred.seconds, 4)
     return entry
@@ -852,6 +857,8 @@ def run_predict(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{out_dir}: cannot create the output folder ({exc})") from None
+    if opts.threshold is None:  # the checkpoint's infer.threshold (the export sidecar's for ONNX), as eval does
+        opts = dataclasses.replace(opts, threshold=predictor.threshold)
     if not 0.0 < opts.threshold < 1.0:
         raise ConfigError(f"--threshold must lie in (0, 1), got {opts.threshold}")
     if opts.format not in FORMATS:
@@ -899,7 +906,4 @@ def run_predict(
     except OSError as exc:  # the masks written so far are complete; only the summary is missing
         raise DataError(f"{json_path}: cannot write the results summary ({exc}); {len(entries)} input(s) were "
                         f"written to {out_dir}") from None
-    json_set = OutputSet(out_dir, "predictions")
-    json_set.files["json"] = json_path
-    json_set.publish()
     return PredictReport(out_dir, entries, failed, seconds, st, json_path)

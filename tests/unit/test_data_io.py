@@ -155,6 +155,47 @@ def test_dicom_series_sorted_and_mask_roundtrip(tmp_path: Path) -> None:
     assert data.shape == (128, 128, 3) and data[30:50, 10:20, 1].all() and data.sum() == mask.sum()
 
 
+def _series_at(folder: Path, z: list[float], tilt_last: bool = False) -> None:
+    """Slices at the given z positions (mm); ``tilt_last`` gives the last slice another orientation."""
+    folder.mkdir(parents=True)
+    base = pydicom.dcmread(CT_SMALL)
+    uid = pydicom.uid.generate_uid()
+    for k, zk in enumerate(z):
+        ds = copy.deepcopy(base)
+        ds.SeriesInstanceUID = uid
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [-158.0, -179.0, zk]
+        tilt = tilt_last and k == len(z) - 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0.9950042, 0.0998334] if tilt else [1, 0, 0, 0, 1, 0]
+        ds.save_as(folder / f"im{k}.dcm")
+
+
+@pytest.mark.parametrize("z,needle", [([0.0, 5.0, 15.0, 20.0], "gap"), ([0.0, 5.0, 9.0, 15.0], "uneven"),
+                                      ([0.0, 5.0, 5.0, 10.0], "duplicate")])
+def test_dicom_series_with_missing_slice_or_uneven_spacing_is_an_error(tmp_path: Path, z, needle) -> None:
+    """Bug 7: a median spacing and a first-to-last step gave a silently wrong affine."""
+    _series_at(tmp_path / "s", z)
+    with pytest.raises(DataError, match=needle) as info:
+        read_image(tmp_path / "s")
+    assert "--allow-uneven-slices" in str(info.value) and "im1.dcm" in str(info.value)
+
+
+def test_dicom_series_uneven_spacing_accepted_with_flag_warns(tmp_path: Path, caplog) -> None:
+    _series_at(tmp_path / "s", [0.0, 5.0, 15.0, 20.0])
+    with caplog.at_level("WARNING"):
+        vol, meta = read_image(tmp_path / "s", allow_uneven_slices=True)
+    assert vol.shape[0] == 4 and "accepted" in caplog.text
+    assert meta.slice_spacing == pytest.approx(20.0 / 3)  # the step the affine uses, first to last
+    assert dicom_series_affine(meta)[2, 2] == pytest.approx(20.0 / 3)
+
+
+def test_dicom_series_with_mixed_orientation_is_an_error(tmp_path: Path) -> None:
+    _series_at(tmp_path / "s", [0.0, 5.0, 10.0], tilt_last=True)
+    with pytest.raises(DataError, match="different orientations"):
+        read_image(tmp_path / "s", allow_uneven_slices=True)
+
+
 def test_nifti_reader_writer_roundtrip(tmp_path: Path) -> None:
     src = os.path.join(NIB_DATA, "anatomical.nii")  # (33, 41, 25), L-A-S, 2 mm
     vol, meta = read_image(src)

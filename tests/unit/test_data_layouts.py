@@ -267,3 +267,35 @@ def test_scan_reports_detect_failure(tmp_path: Path) -> None:
         scan_source(tmp_path / "empty")
     with pytest.raises(DataError, match="unknown layout"):
         scan_source(tmp_path / "empty", "zip")
+
+
+@pytest.mark.parametrize("seg_type", ["BINARY", "LABELMAP"])
+def test_dicom_seg_with_two_segments_and_label_map_is_read_with_highdicom(tmp_path: Path, seg_type: str) -> None:
+    """Segments 1 and 2 (and a label-map SEG, its own SOP class) are merged onto the right slices."""
+    hd = pytest.importorskip("highdicom")
+    from reclmis_core.data.io import read_dicom_seg, read_image
+
+    sources = _ct_series(tmp_path / "series", n=4)
+    labels = np.zeros((4, 128, 128), dtype=np.uint8)
+    labels[1, 10:30, 10:30] = 1
+    labels[3, 50:60, 40:70] = 2
+    descs = [
+        hd.seg.SegmentDescription(
+            segment_number=k, segment_label=f"lesion {k}",
+            segmented_property_category=hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure"),
+            segmented_property_type=hd.sr.CodedConcept("4147007", "SCT", "Mass"),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for k in (1, 2)
+    ]
+    pixels = labels if seg_type == "LABELMAP" else np.stack([labels == 1, labels == 2], axis=-1)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=pixels, segmentation_type=getattr(hd.seg.SegmentationTypeValues, seg_type),
+        segment_descriptions=descs, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="test", manufacturer_model_name="test", software_versions="0",
+        device_serial_number="0",
+    )
+    seg.save_as(tmp_path / "seg.dcm")
+    _, meta = read_image(tmp_path / "series")
+    mask = read_dicom_seg(tmp_path / "seg.dcm", meta)
+    np.testing.assert_array_equal(mask, (labels > 0).astype(np.uint8))

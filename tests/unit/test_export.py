@@ -104,6 +104,23 @@ def test_onnx_segmenter_matches_eager_and_encodes_each_note_once(onnx_export, ti
     assert rt.preprocess(np.zeros((2, 48, 48), np.uint8)).shape == (2, 3, 48, 48)
 
 
+def test_onnx_runtime_preprocesses_colour_like_training_and_predict(onnx_export, tiny_ckpt):
+    """RGB -> gray by luminance (not channel mean), honouring the sidecar's colour flag, as the Dataset does."""
+    from reclmis_core.data.preprocess import PreprocessPlan
+    from reclmis_core.export.runtime import OnnxSegmenter
+
+    _, out = onnx_export
+    rt = OnnxSegmenter(out)
+    assert rt.plan.colour is False
+    rgb = np.zeros((1, 48, 48, 3), np.uint8)
+    rgb[..., 0] = 200  # pure red: luminance 60, channel mean 67
+    _, cfg, doc = load_checkpoint(tiny_ckpt)
+    plan = PreprocessPlan.from_checkpoint(cfg, doc)
+    expected = plan.normalise(rgb[0])
+    np.testing.assert_array_equal(rt.preprocess(rgb)[0], expected)
+    np.testing.assert_array_equal(rt.preprocess(rgb.transpose(0, 3, 1, 2))[0], expected)
+
+
 def test_torch_export_round_trip(tiny_ckpt, tmp_path):
     out = tmp_path / "pt2"
     res = export_model(tiny_ckpt, "torch-export", out, verify=True)

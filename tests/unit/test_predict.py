@@ -183,13 +183,13 @@ def _fake_series(folder: Path, n: int = 3) -> list[str]:
     base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     series = generate_uid()
     uids = []
+    pos = [float(v) for v in base.ImagePositionPatient]  # read once: base.copy() shares elements with base
     for z in range(n):
         ds = base.copy()
         ds.SeriesInstanceUID = series
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.InstanceNumber = z + 1
-        pos = [float(v) for v in base.ImagePositionPatient]
         ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 5.0 * z]
         ds.save_as(folder / f"slice{n - z}.dcm")  # file order differs from slice order on purpose
         uids.append(ds.SOPInstanceUID)
@@ -408,3 +408,89 @@ def test_failure_type_is_reported_for_missing_files(predictor, tmp_path):
     specs, failures = collect_inputs([str(tmp_path / "missing.dcm")])
     assert not specs and isinstance(failures[0], Failure) and "not found" in failures[0].error
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ threshold, eval parity
+
+
+@pytest.fixture(scope="module")
+def ckpt_thr(tmp_path_factory) -> Path:
+    """A tiny checkpoint whose infer.threshold is not 0.5 (what eval and validation use)."""
+    import torch
+
+    from reclmis_core.config import build_config
+    from reclmis_core.engine.checkpoint import save_checkpoint
+    from reclmis_core.models import build_model
+
+    torch.manual_seed(1)
+    cfg = build_config("tiny", overrides={"model": {"image_size": 32}, "infer": {"threshold": 0.7}})
+    model = build_model(cfg.model, corpus=CORPUS * 3)
+    return save_checkpoint(model, cfg, tmp_path_factory.mktemp("ckpt_thr") / "best")
+
+
+def test_predict_defaults_threshold_from_checkpoint_and_flag_wins(ckpt_thr, tmp_path):
+    pred = Predictor.from_checkpoint(ckpt_thr)
+    assert pred.threshold == 0.7
+    img = np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)
+    src = _png(tmp_path / "a.png", img)
+    report = _run(pred, [src], tmp_path / "default")
+    doc = json.loads((tmp_path / "default" / "predictions.json").read_text())
+    assert doc["threshold"] == 0.7 and report.entries[0]["threshold"] == 0.7
+    specs, _ = collect_inputs([str(src)])
+    (res,) = list(pred.predict([(specs[0], NOTE)]))
+    assert report.entries[0]["foreground_fraction"] == round(res.foreground_fraction(0.7), 6)
+    report = _run(pred, [src], tmp_path / "explicit", threshold=0.3)
+    assert report.entries[0]["threshold"] == 0.3
+    assert report.entries[0]["foreground_fraction"] == round(res.foreground_fraction(0.3), 6)
+
+
+def test_predict_and_eval_give_identical_masks_on_the_same_images(ckpt_thr, tmp_path):
+    import pandas as pd
+
+    from reclmis_core.data.prepare import PrepareOptions, prepare_dataset
+    from reclmis_core.engine.evaluator import evaluate_checkpoint
+
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(3):
+        _png(src / "images" / f"i{i}.png", rng.integers(0, 255, (32, 32), dtype=np.uint8))
+        m = np.zeros((32, 32), np.uint8)
+        m[4 + i : 20, 6:22 - i] = 255
+        _png(src / "masks" / f"i{i}.png", m)
+        rows.append({"image": f"i{i}.png", "note": CORPUS[i], "split": "test"})
+    pd.DataFrame(rows).to_csv(src / "notes.csv", index=False)
+    data = tmp_path / "data"
+    prepare_dataset(src, data, PrepareOptions(size=32, workers=1))
+    result, eval_rows = evaluate_checkpoint(ckpt_thr, data, "test")
+    assert result.threshold == 0.7
+    manifest = pd.read_csv(data / "manifest.csv")
+    pred = Predictor.from_checkpoint(ckpt_thr)
+    by_id = {r["id"]: r for r in eval_rows}
+    for _, row in manifest.iterrows():
+        specs, _ = collect_inputs([str(data / row["image"])])
+        (res,) = list(pred.predict([(specs[0], row["note"])]))
+        mask = res.mask(pred.threshold).astype(bool)
+        truth = np.asarray(Image.open(data / row["mask"])) > 0
+        dice = 2 * (mask & truth).sum() / max(mask.sum() + truth.sum(), 1)
+        assert by_id[row["id"]]["fg_pred"] == pytest.approx(mask.mean(), abs=1e-9)
+        assert by_id[row["id"]]["dice"] == pytest.approx(dice, abs=1e-6)
+
+
+def test_note_never_goes_into_dicom_seg_headers_unless_given(predictor, tmp_path):
+    """Bug 8: the free-text note was written into SeriesDescription/ContentDescription."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    src = Path(get_testdata_file("CT_small.dcm"))
+    note = "Patient John Doe, 1970-01-01: unilateral pulmonary infection, lower left lung."
+    _run(predictor, [src], tmp_path / "a", note=note, format="dicom-seg")
+    seg = pydicom.dcmread(tmp_path / "a" / "CT_small_seg.dcm")
+    texts = [str(el.value) for el in seg.iterall() if el.VR in ("LO", "LT", "ST", "UT", "SH", "PN", "UC")]
+    assert not any("John" in t or "infection" in t for t in texts), [t for t in texts if "John" in t]
+    assert seg.SeriesDescription == "RecLMIS SEG"
+    _run(predictor, [src], tmp_path / "b", note=note, format="dicom-seg", seg_description="AI lesion mask v1")
+    seg = pydicom.dcmread(tmp_path / "b" / "CT_small_seg.dcm")
+    assert seg.SeriesDescription == "AI lesion mask v1" and seg.ContentDescription == "AI lesion mask v1"

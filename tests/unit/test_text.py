@@ -32,7 +32,20 @@ def test_truncation_is_counted_and_warned(caplog):
         batch = tok([NOTE, "short"], 10)
     assert batch.truncated == [8, 0]
     assert batch.input_ids.shape == (2, 10) and batch.input_ids[0, -1].item() == 49407  # EOT kept
-    assert "were cut" in caplog.text
+    assert "are cut" in caplog.text
+
+
+def test_truncation_warns_once_per_run_not_per_batch(caplog):
+    """Bug 9: the warning fired on every batch of a run."""
+    tok = ClipTokenizer()
+    other = NOTE + " Second long note, also beyond ten tokens."
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):  # five epochs / batches of the same long notes
+            tok([NOTE, "short"], 10)
+            tok([other], 10)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "cut" in r.getMessage()]
+    assert len(warnings) == 1
+    assert tok.truncation_summary() == (2, max(tok.count(NOTE), tok.count(other)) - 10)
 
 
 def _tiny_clip(tmp_path):

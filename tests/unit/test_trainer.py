@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from reclmis_core.config import build_config
 from reclmis_core.engine.evaluator import notes_for_mode, shuffled_notes
-from reclmis_core.engine.trainer import Trainer, _lr_lambda
+from reclmis_core.engine.trainer import Trainer, _lr_schedule
 from reclmis_core.errors import ConfigError, NonFiniteLossError
 
 
@@ -48,11 +48,18 @@ def test_shuffle_is_a_seeded_derangement():
 
 
 def test_cosine_schedule_and_warmup():
-    f = _lr_lambda("cosine", total=10, warmup=0)
+    """transformers' schedules: warm-up from 0 (step / warmup), then cosine to 0 at ``total``."""
+    import torch
+
+    def factor(kind: str, total: int, warmup: int):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        return _lr_schedule(opt, kind, total, warmup).lr_lambdas[0]
+
+    f = factor("cosine", total=10, warmup=0)
     assert f(0) == 1.0 and math.isclose(f(5), 0.5) and f(10) == pytest.approx(0.0)
-    g = _lr_lambda("cosine", total=10, warmup=2)
-    assert g(0) == 0.5 and g(1) == 1.0
-    assert _lr_lambda("constant", 10, 0)(7) == 1.0
+    g = factor("cosine", total=10, warmup=2)
+    assert g(0) == 0.0 and g(1) == 0.5 and g(2) == 1.0
+    assert factor("constant", 10, 0)(7) == 1.0
 
 
 class _Interrupted(Trainer):

@@ -47,6 +47,28 @@ class NoteTokenizer:
         """JSON description for export sidecars (kind, files/ids, special tokens)."""
         raise NotImplementedError
 
+    def _report_truncation(self, texts: Sequence[str], cut: list[int], max_length: int) -> None:
+        """Warn once per tokenizer (one per run), on the first cut note; later distinct notes are counted."""
+        seen: dict[str, int] = self.__dict__.setdefault("_cut_notes", {})
+        new = {t: c for t, c in zip(texts, cut) if c and t not in seen}
+        if not new:
+            return
+        first = not seen
+        seen.update(new)
+        if first:
+            log.warning(
+                "notes longer than %d tokens are cut (this batch: %d of %d notes, max %d tokens lost); raise "
+                "model.text.max_length to keep them whole (warned once; later ones are counted)",
+                max_length, sum(1 for c in cut if c), len(texts), max(cut),
+            )
+        else:
+            log.debug("%d more distinct notes cut to %d tokens (%d so far)", len(new), max_length, len(seen))
+
+    def truncation_summary(self) -> tuple[int, int]:
+        """(distinct notes cut so far, most tokens lost from one note)."""
+        seen: dict[str, int] = self.__dict__.get("_cut_notes", {})
+        return len(seen), max(seen.values(), default=0)
+
     def count(self, text: str) -> int:
         return len(self._encode_one(text))
 
@@ -61,13 +83,8 @@ class NoteTokenizer:
             else:
                 cut.append(0)
             rows.append(ids)
-        n_cut = sum(1 for c in cut if c)
-        if n_cut:
-            log.warning(
-                "%d of %d notes were longer than %d tokens and were cut (max %d tokens lost); "
-                "raise model.text.max_length to keep them whole",
-                n_cut, len(texts), max_length, max(cut),
-            )
+        if any(cut):
+            self._report_truncation(texts, cut, max_length)
         length = max(len(r) for r in rows) if rows else 1
         ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)

@@ -1,0 +1,193 @@
+"""The one preprocessing plan shared by training and inference (prepare, the Dataset, predict, eval, export, bench).
+
+Every image the model sees, in training or at inference, goes through the same steps, each written once here:
+
+1. 8-bit display image (:func:`reclmis_core.data.io.to_uint8`: windowing, MONOCHROME1, 16-bit scaling);
+2. geometry (:func:`plan_geometry`): when the pixel spacing is known (DICOM, NIfTI and series slices), resample
+   to square pixels, then zero-pad to a square field of view so anatomy keeps its aspect (as nnU-Net and most
+   pipelines do); a plain raster image (no spacing) is resized directly. Then bilinear resize (nearest for masks)
+   to ``image_size`` x ``image_size``;
+3. channels (:func:`normalise_batch`): colour is kept only for a model trained on colour data with 3 channels,
+   else reduced to luminance (ITU-R 601, exactly as PIL's ``convert("L")``); gray is repeated to 3 channels;
+4. normalisation ``(x / 255 - mean) / std``.
+
+``prepare`` applies steps 1-2 and stores the result; the Dataset applies 3-4; predict applies 1-4 on a user's
+file and :func:`restore_map` runs step 2 backwards on the output, so a mask comes back on the input's own grid.
+:class:`PreprocessPlan` holds the numbers (size, channels, colour, mean, std); it is saved in each checkpoint's
+``meta.preprocessing`` and each export sidecar's ``preprocessing`` section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .io import ImageMeta, resize_array
+
+#: Two pixel spacings closer than this fraction of the larger are treated as square (no resampling).
+SQUARE_TOLERANCE = 0.01
+
+# ITU-R 601-2 luma in 16-bit fixed point, the integers PIL's convert("L") uses: (R*19595 + G*38470 + B*7471) >> 16
+_LUMA = (19595, 38470, 7471)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What preprocessing did to one 2-D image/slice, so that it can be undone."""
+
+    height: int  # (int) input rows
+    width: int  # (int) input columns
+    square_h: int  # (int) rows after resampling to square pixels (== height when not resampled)
+    square_w: int  # (int) columns after resampling to square pixels
+    pad_top: int  # (int) zero rows added above (square field of view)
+    pad_left: int  # (int) zero columns added on the left
+    side: int  # (int) side of the padded square (0 = not padded: the resampled image is resized directly)
+    size: int  # (int) model input side
+
+    @property
+    def padded(self) -> bool:
+        return self.side > 0
+
+
+def input_spacing(meta: ImageMeta) -> tuple[float, float] | None:
+    """The pixel spacing preprocessing uses: the file's for DICOM/NIfTI, none for raster images (their DPI is
+    not an anatomical spacing)."""
+    return None if meta.kind == "raster" else meta.spacing
+
+
+def plan_geometry(shape: tuple[int, int], spacing: tuple[float, float] | None, size: int) -> Geometry:
+    """The geometry for an image of ``shape`` (H, W) with ``spacing`` (row, col) mm, model side ``size``.
+
+    Known spacing: square pixels, then a square field of view by zero padding (aspect kept). Unknown spacing:
+    resized directly to ``size`` x ``size``.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    sh, sw = h, w
+    if spacing is not None and abs(spacing[0] - spacing[1]) > SQUARE_TOLERANCE * max(spacing):
+        s = min(spacing)
+        sh, sw = max(1, round(h * spacing[0] / s)), max(1, round(w * spacing[1] / s))
+    side, top, left = 0, 0, 0
+    if sh != sw and spacing is not None:
+        side = max(sh, sw)
+        top, left = (side - sh) // 2, (side - sw) // 2
+    return Geometry(h, w, sh, sw, top, left, side, int(size))
+
+
+def to_model_pixels(img: np.ndarray, geom: Geometry, nearest: bool = False) -> np.ndarray:
+    """(H, W[, C]) image (or mask with ``nearest``) -> (size, size[, C]) as the model sees it, same dtype."""
+    if (geom.square_h, geom.square_w) != (geom.height, geom.width):
+        img = resize_array(img, (geom.square_h, geom.square_w), nearest=nearest)
+    if geom.padded:
+        out = np.zeros((geom.side, geom.side, *img.shape[2:]), dtype=img.dtype)
+        out[geom.pad_top : geom.pad_top + geom.square_h, geom.pad_left : geom.pad_left + geom.square_w] = img
+        img = out
+    return resize_array(img, (geom.size, geom.size), nearest=nearest)
+
+
+def restore_map(values: np.ndarray, geom: Geometry) -> np.ndarray:
+    """A float map on the model grid (any square size) -> float32 (H, W) on the input's pixel grid (bilinear)."""
+    arr = np.asarray(values, dtype=np.float32)
+    if geom.padded:
+        arr = resize_array(arr, (geom.side, geom.side))
+        arr = arr[geom.pad_top : geom.pad_top + geom.square_h, geom.pad_left : geom.pad_left + geom.square_w]
+        arr = np.ascontiguousarray(arr)
+    else:
+        arr = resize_array(arr, (geom.square_h, geom.square_w))
+    if (geom.square_h, geom.square_w) != (geom.height, geom.width):
+        arr = resize_array(arr, (geom.height, geom.width))
+    return np.asarray(arr, dtype=np.float32)
+
+
+def luminance(rgb: np.ndarray, axis: int = -1) -> np.ndarray:
+    """RGB (values 0..255 along ``axis``) -> gray, rounded as PIL's ``convert("L")`` (identical for uint8)."""
+    rgb = np.asarray(rgb)
+    r, g, b = (np.take(rgb, i, axis=axis) for i in range(3))
+    if rgb.dtype == np.uint8:
+        acc = r.astype(np.uint32) * _LUMA[0] + g.astype(np.uint32) * _LUMA[1] + b.astype(np.uint32) * _LUMA[2]
+        return ((acc + 0x8000) >> 16).astype(np.uint8)
+    acc = r.astype(np.float64) * _LUMA[0] + g.astype(np.float64) * _LUMA[1] + b.astype(np.float64) * _LUMA[2]
+    return np.floor(acc / 65536.0 + 0.5).astype(np.float32)
+
+
+def normalise_batch(images: np.ndarray, in_channels: int, mean: float, std: float, colour: bool = False
+                    ) -> np.ndarray:
+    """(B, C, S, S) values 0..255 (C = 1, 3 or 4) -> float32 (B, in_channels, S, S), ``(x / 255 - mean) / std``.
+
+    Colour is kept only when ``colour`` (the model was trained on colour data) and ``in_channels == 3``; else it
+    is reduced to luminance. Gray is repeated to 3 channels for a 3-channel model. Alpha is dropped.
+    """
+    x = np.asarray(images)
+    if x.ndim != 4:
+        raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] == 4:
+        x = x[:, :3]
+    if x.shape[1] == 3 and (in_channels == 1 or not colour):
+        x = luminance(x, axis=1)[:, None]
+    if x.shape[1] == 1 and in_channels == 3:
+        x = np.repeat(x, 3, axis=1)
+    out = x.astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray((out - np.float32(mean)) / np.float32(std), dtype=np.float32)
+
+
+def channels_first(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) -> (C, H, W)."""
+    return pixels[None] if pixels.ndim == 2 else np.transpose(pixels, (2, 0, 1))
+
+
+def normalise(pixels: np.ndarray, in_channels: int, mean: float, std: float, colour: bool = False) -> np.ndarray:
+    """One uint8 (S, S) / (S, S, C) image -> float32 (in_channels, S, S) (see :func:`normalise_batch`)."""
+    return normalise_batch(channels_first(np.asarray(pixels))[None], in_channels, mean, std, colour)[0]
+
+
+@dataclass(frozen=True)
+class PreprocessPlan:
+    """The numbers of the preprocessing a model was trained with; everything that feeds the model uses it.
+
+    Example:
+        >>> plan = PreprocessPlan(image_size=224, in_channels=3, mean=0.5, std=0.25)
+        >>> geom = plan.geometry(img8.shape[:2], meta.spacing)
+        >>> x = plan.normalise(plan.model_pixels(img8, geom))     # float32 (3, 224, 224)
+    """
+
+    image_size: int  # (int) model input side in pixels
+    in_channels: int  # (int) 1 or 3
+    mean: float  # (float) normalisation mean on the 0..1 scale
+    std: float  # (float) normalisation std on the 0..1 scale
+    colour: bool = False  # (bool) trained on colour images (kept with 3 channels); else luminance
+
+    @classmethod
+    def from_config(cls, cfg: Any, colour: bool = False) -> PreprocessPlan:
+        """From a ``RunConfig`` (model.image_size, model.in_channels, data.mean, data.std)."""
+        return cls(int(cfg.model.image_size), int(cfg.model.in_channels), float(cfg.data.mean),
+                   float(cfg.data.std), bool(colour))
+
+    @classmethod
+    def from_checkpoint(cls, cfg: Any, doc: dict[str, Any]) -> PreprocessPlan:
+        """From a checkpoint's config and its ``config.json`` document (``meta.preprocessing`` or ``meta.colour``)."""
+        meta = doc.get("meta") or {}
+        stored = meta.get("preprocessing")
+        if isinstance(stored, dict):
+            return cls.from_dict(stored)
+        return cls.from_config(cfg, bool(meta.get("colour", False)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessPlan:
+        return cls(int(d["image_size"]), int(d["in_channels"]), float(d["mean"]), float(d["std"]),
+                   bool(d.get("colour", False)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def geometry(self, shape: tuple[int, int], spacing: tuple[float, float] | None) -> Geometry:
+        return plan_geometry(shape, spacing, self.image_size)
+
+    def model_pixels(self, img8: np.ndarray, geom: Geometry) -> np.ndarray:
+        return to_model_pixels(img8, geom)
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        return normalise(pixels, self.in_channels, self.mean, self.std, self.colour)
+
+    def normalise_batch(self, images: np.ndarray) -> np.ndarray:
+        return normalise_batch(images, self.in_channels, self.mean, self.std, self.colour)
