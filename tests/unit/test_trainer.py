@@ -101,8 +101,8 @@ class _NaN(Trainer):
         super().setup()
         real = self.objective
 
-        def broken(out, masks, scale):
-            parts = real(out, masks, scale)
+        def broken(out, masks, scale, *groups):
+            parts = real(out, masks, scale, *groups)
             parts["loss"] = parts["loss"] * float("nan")
             return parts
 
