@@ -6,7 +6,7 @@ import typer
 
 from reclmis_core import __version__
 
-from .commands import bench, convert, eval as eval_cmd, export, predict, prepare, train
+from .commands import bench, convert, eval as eval_cmd, export, notes, predict, prepare, train
 from .console import setup_logging
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ app.command("predict")(predict.predict)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
 app.command("convert-clip")(convert.convert_clip)
+app.command("notes", context_settings={"help_option_names": ["-h", "--help"]})(notes.notes)
 
 if __name__ == "__main__":
     app()

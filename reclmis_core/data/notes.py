@@ -287,7 +287,7 @@ def lung_geometry(lung: np.ndarray, lesion: np.ndarray | None = None) -> LungGeo
 def _levels(pos: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Level index 0/1/2 (upper/middle/lower) of positions measured from the top ``lo`` to the bottom ``hi``."""
     span = max(hi - lo, 1e-9)
-    return np.clip(np.floor((pos - lo) / span * 3.0 * (1 - 1e-9)), 0, 2).astype(np.int64)
+    return np.clip(np.floor((pos - lo) / span * 3.0), 0, 2).astype(np.int64)
 
 
 def zone_map_2d(shape: tuple[int, int], geo: LungGeometry, left_on_right: bool,
@@ -494,7 +494,7 @@ def _notes_volume(task: dict[str, Any]) -> dict[str, Any]:
     # level of each slice: thirds of the lungs' cranio-caudal extent, upper = most superior
     lz = sup[has_lung] if has_lung.any() else sup
     top, bottom = float(lz.max()), float(lz.min())
-    slice_level = np.clip(np.floor((top - sup) / max(top - bottom, 1e-9) * 3.0 * (1 - 1e-9)), 0, 2).astype(int)
+    slice_level = np.clip(np.floor((top - sup) / max(top - bottom, 1e-9) * 3.0), 0, 2).astype(int)
     if np.ptp(sup) == 0:
         slice_level[:] = 1  # one slice: no cranio-caudal extent to split
     geos = [lung_geometry(fields[z], mask01[z]) for z in range(len(img8))]
