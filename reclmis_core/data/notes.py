@@ -646,12 +646,6 @@ def write_notes(src: str | Path, out: str | Path, options: NotesOptions | None =
     return result
 
 
-def read_notes_csv(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a notes.csv written by :func:`write_notes` (zones parsed back with ``parse_zones_field``)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _share(values: list[bool]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
@@ -689,7 +683,7 @@ def check_notes(rows: list[NoteRow], mismatches: int = 50) -> dict[str, Any]:
 
 __all__ = [
     "NotesOptions", "NoteRow", "NotesResult", "generate_notes", "write_notes", "check_notes", "notes_csv_text",
-    "read_notes_csv", "estimate_lung_field", "lung_geometry", "zone_map_2d", "describe_areas", "otsu_threshold",
+    "estimate_lung_field", "lung_geometry", "zone_map_2d", "describe_areas", "otsu_threshold",
     "left_on_image_right", "superior_positions", "min_area_pixels", "LungGeometry", "parse_zones_field",
     "zone_code", "LEVELS",
 ]
