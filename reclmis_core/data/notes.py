@@ -566,7 +566,7 @@ def generate_notes(src: str | Path, options: NotesOptions | None = None,
     src = Path(src)
     scan = scan_source(src, opt.layout, notes_optional=True)
     volumes = scan.layout in ("nifti", "dicom")
-    keep = {"missing_mask", "duplicate_id", "outside_source", "unreadable"}
+    keep = {"missing_mask", "duplicate_id", "outside_source", "unreadable", "image_without_note"}
     problems = [p for p in scan.problems if p.kind in keep]
     bad = {p.id for p in problems if p.id is not None}
     records: list[Record] = [r for r in scan.records if r.mask is not None and r.id not in bad]
