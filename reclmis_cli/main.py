@@ -10,7 +10,7 @@ import typer
 
 from reclmis_core import __version__
 
-from .commands import bench, convert, env, eval as eval_cmd, export, predict, prepare, train
+from .commands import bench, convert, env, eval as eval_cmd, export, notes, predict, prepare, train
 from .console import reset_logging_state, setup_logging
 from .options import CONTEXT, Command, Group
 
@@ -43,7 +43,7 @@ def main(
 
 for _name, _fn in (("prepare", prepare.prepare), ("train", train.train), ("eval", eval_cmd.eval_),
                    ("predict", predict.predict), ("export", export.export), ("bench", bench.bench),
-                   ("env", env.env), ("convert-clip", convert.convert_clip)):
+                   ("env", env.env), ("convert-clip", convert.convert_clip), ("notes", notes.notes)):
     app.command(_name, cls=Command, context_settings=CONTEXT)(_fn)
 
 if __name__ == "__main__":

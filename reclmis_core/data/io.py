@@ -71,6 +71,7 @@ class DicomRef:
     sop_instance_uids: list[str] = field(default_factory=list)  # (list) per returned slice, in slice order
     image_positions: list[tuple[float, float, float]] = field(default_factory=list)  # (list) per slice, mm
     image_orientation: tuple[float, ...] | None = None  # (tuple) ImageOrientationPatient (6 values)
+    patient_orientation: tuple[str, ...] | None = None  # (tuple) PatientOrientation (rows, cols), e.g. (L, F)
 
 
 @dataclass
@@ -281,6 +282,13 @@ def _first_float(value: Any) -> float | None:
         return None
 
 
+def _str_tuple(value: Any) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    seq = [value] if isinstance(value, str) else list(value)
+    return tuple(str(v).strip().upper() for v in seq)
+
+
 def _dicom_pixels(ds: Any, path: Path) -> tuple[np.ndarray, ImageMeta]:
     """Modality values of one DICOM dataset (rescale applied) and its meta."""
     from pydicom.pixels import apply_modality_lut
@@ -315,6 +323,7 @@ def _dicom_pixels(ds: Any, path: Path) -> tuple[np.ndarray, ImageMeta]:
         image_orientation=tuple(float(v) for v in ds.ImageOrientationPatient)
         if "ImageOrientationPatient" in ds
         else None,
+        patient_orientation=_str_tuple(ds.get("PatientOrientation")),
     )
     meta = ImageMeta(
         path=str(path),

@@ -428,20 +428,28 @@ def _resolve(src: Path, sub: str, value: str) -> Path:
     return cand if cand.exists() else src / value
 
 
-def _auto_mask(src: Path, image: Path, exts: tuple[str, ...]) -> Path | None:
-    masks = src / "masks"
+def find_companion(folder: Path, image: Path, exts: tuple[str, ...]) -> Path | None:
+    """The file in ``folder`` that belongs to ``image``: same name, same stem with one of ``exts``,
+    ``mask_<name>`` or ``<stem>_mask<ext>`` (masks, lung masks)."""
     stem = _stem(image.name)
-    for cand in (masks / image.name, *(masks / f"{stem}{e}" for e in exts), masks / f"mask_{image.name}",
-                 *(masks / f"{stem}_mask{e}" for e in exts)):
+    for cand in (folder / image.name, *(folder / f"{stem}{e}" for e in exts), folder / f"mask_{image.name}",
+                 *(folder / f"{stem}_mask{e}" for e in exts)):
         if cand.exists():
             return cand
     return None
 
 
+def _auto_mask(src: Path, image: Path, exts: tuple[str, ...]) -> Path | None:
+    return find_companion(src / "masks", image, exts)
+
+
 def _read_notes_layout(src: Path, layout: str, image_ok: Callable[[Path], bool], mask_exts: tuple[str, ...],
-                       list_images: Callable[[Path], list[Path]]) -> Scan:
-    sheet = _notes_csv(src)
-    df = read_table(sheet)
+                       list_images: Callable[[Path], list[Path]], notes_optional: bool = False) -> Scan:
+    if notes_optional and not any((src / n).is_file() for n in ("notes.csv", "notes.xlsx")):
+        sheet, df = src / "notes.csv", pd.DataFrame(columns=["image", "note"])
+    else:
+        sheet = _notes_csv(src)
+        df = read_table(sheet)
     c_img = _column(df, sheet, "image", "volume", "series")
     c_note = _column(df, sheet, "note", "description", "text")
     c_mask = _column(df, sheet, "mask", required=False)
@@ -510,8 +518,16 @@ def _read_notes_layout(src: Path, layout: str, image_ok: Callable[[Path], bool],
         by_id.setdefault(rid, rec)
         records.append(rec)
     for p in list_images(src):
-        if p.resolve() not in used:
-            problems.append(Problem("image_without_note", str(p), f"image has no row in {sheet.name}", _stem(p.name)))
+        if p.resolve() in used:
+            continue
+        if notes_optional:  # an image with a mask but no note is what `reclmis notes` is for
+            rid = _stem(p.name)
+            mask = _auto_mask(src, p, mask_exts)
+            if mask is None:
+                problems.append(Problem("missing_mask", str(src / "masks" / p.name), f"no mask for image {p}", rid))
+            records.append(Record(rid, hash_split(rid), p, mask, "", str(p.relative_to(src))))
+            continue
+        problems.append(Problem("image_without_note", str(p), f"image has no row in {sheet.name}", _stem(p.name)))
     _dedupe(records, problems)
     rule = "split column of notes" if c_split else HASH_SPLIT_RULE
     if layout in ("nifti", "dicom") and not c_split:
@@ -519,13 +535,18 @@ def _read_notes_layout(src: Path, layout: str, image_ok: Callable[[Path], bool],
     return Scan(layout, src, records, problems, rule, [str(sheet)])
 
 
-def read_folder(src: Path) -> Scan:
-    """``images/``, ``masks/`` (same name, ``mask_<name>`` or ``<stem>_mask``), ``notes.csv``."""
+def read_folder(src: Path, notes_optional: bool = False) -> Scan:
+    """``images/``, ``masks/`` (same name, ``mask_<name>`` or ``<stem>_mask``), ``notes.csv``.
+
+    With ``notes_optional`` (``reclmis notes``) the notes file may be absent, and images without a row
+    become records with an empty note instead of problems.
+    """
     if not (src / "images").is_dir():
         raise DataError(f"{src}: no images/ folder (folder layout: images/, masks/, notes.csv)")
     exts = RASTER_EXTS + DICOM_EXTS
     return _read_notes_layout(
-        src, "folder", lambda p: p.is_file(), exts, lambda s: list(_files(s / "images", exts).values())
+        src, "folder", lambda p: p.is_file(), exts, lambda s: list(_files(s / "images", exts).values()),
+        notes_optional,
     )
 
 
@@ -536,7 +557,7 @@ def _dicom_series_dirs(src: Path) -> list[Path]:
     return [p for p in sorted(images.iterdir()) if p.is_dir() and any(is_dicom(f) for f in p.iterdir())]
 
 
-def read_volumes(src: Path, layout: str) -> Scan:
+def read_volumes(src: Path, layout: str, notes_optional: bool = False) -> Scan:
     """``nifti``: ``images/*.nii[.gz]``; ``dicom``: ``images/<series folder>/``; masks in ``masks/`` (NIfTI,
     DICOM SEG ``.dcm`` or a DICOM series folder) and ``notes.csv`` (image, note, optional mask, split, slice)."""
     if not (src / "images").is_dir():
@@ -554,7 +575,7 @@ def read_volumes(src: Path, layout: str) -> Scan:
 
         def listing(s: Path) -> list[Path]:
             return _dicom_series_dirs(s)
-    return _read_notes_layout(src, layout, ok, mask_exts, listing)
+    return _read_notes_layout(src, layout, ok, mask_exts, listing, notes_optional)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -588,8 +609,12 @@ def detect_layout(src: Path) -> str:
     )
 
 
-def scan_source(src: str | Path, layout: str = "auto") -> Scan:
-    """Read the source folder in the given (or detected) layout. Structural problems are in ``scan.problems``."""
+def scan_source(src: str | Path, layout: str = "auto", notes_optional: bool = False) -> Scan:
+    """Read the source folder in the given (or detected) layout. Structural problems are in ``scan.problems``.
+
+    ``notes_optional``: folder/nifti/dicom sources may lack notes.csv or some of its rows (``reclmis notes``
+    writes them); images without a note become records with an empty note.
+    """
     src = Path(src)
     if not src.is_dir():
         raise DataError(f"{src}: source folder not found")
@@ -603,5 +628,5 @@ def scan_source(src: str | Path, layout: str = "auto") -> Scan:
     if layout == "ariadne":
         return read_ariadne(src)
     if layout == "folder":
-        return read_folder(src)
-    return read_volumes(src, layout)
+        return read_folder(src, notes_optional)
+    return read_volumes(src, layout, notes_optional)

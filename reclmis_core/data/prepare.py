@@ -289,7 +289,8 @@ def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_mask_volume(path: Path, meta: ImageMeta, allow_uneven_slices: bool = False) -> np.ndarray:
+def read_mask_volume(path: str | Path, meta: ImageMeta, allow_uneven_slices: bool = False) -> np.ndarray:
+    """The mask volume (NIfTI, DICOM series or DICOM SEG) of the volume ``meta`` describes, as its slices."""
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".dcm":
         return read_dicom_seg(p, meta)
@@ -311,7 +312,7 @@ def _process_volume(task: dict[str, Any]) -> dict[str, Any]:
         out["problems"].append(_problem("unreadable", task["image"], str(exc).split(": ", 1)[-1], vid))
         return out
     try:
-        mvol = _read_mask_volume(task["mask"], meta, task["allow_uneven_slices"])
+        mvol = read_mask_volume(task["mask"], meta, task["allow_uneven_slices"])
         if mvol.ndim == 2:
             mvol = mvol[None]
     except DataError as exc:

@@ -37,6 +37,7 @@ from .. import __version__
 from ..errors import DataError
 from .io import encode_png
 from .layouts import SPLITS
+from .note_text import LEVELS, SIDES, ZONE_CODES, format_note  # noqa: F401  (SIDES, LEVELS re-exported)
 from .transforms import FLIP_ZONE  # noqa: F401  (re-exported: a left-right flip maps zone c to FLIP_ZONE[c])
 from .prepare import (
     ProgressFn,
@@ -50,13 +51,6 @@ from .prepare import (
 
 log = logging.getLogger(__name__)
 
-SIDES = ("right", "left")  # patient's side; "right" is drawn on the image's LEFT half
-LEVELS = ("upper", "middle", "lower")
-#: Zone code -> (side, level). Code = 1 + 3 * side_index + level_index; 0 is background.
-ZONE_CODES: dict[int, tuple[str, str]] = {
-    1 + 3 * s + lv: (SIDES[s], LEVELS[lv]) for s in range(2) for lv in range(3)
-}
-_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
 
 
 @dataclass
@@ -79,16 +73,10 @@ def zone_name(code: int) -> str:
 
 def make_note(codes: list[int]) -> str:
     """QaTa-style note for the named zones, e.g. ``Unilateral pulmonary infection, one infected area, middle
-    right lung.``; zones are listed left lung first, upper to lower."""
+    right lung.``; zones are listed left lung first, upper to lower (one infected area per zone)."""
     if not codes:
         raise ValueError("a note needs at least one zone")
-    order = sorted(codes, key=lambda c: (ZONE_CODES[c][0] != "left", LEVELS.index(ZONE_CODES[c][1])))
-    sides = {ZONE_CODES[c][0] for c in codes}
-    n = len(codes)
-    areas = [zone_name(c) for c in order]
-    listed = areas[0] if n == 1 else ", ".join(areas[:-1]) + " and " + areas[-1]
-    kind = "Bilateral" if len(sides) == 2 else "Unilateral"
-    return f"{kind} pulmonary infection, {_NUMBERS[n]} infected area{'s' if n > 1 else ''}, {listed}."
+    return format_note([[c] for c in codes], "qata")
 
 
 # --------------------------------------------------------------------------------------------------
