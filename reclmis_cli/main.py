@@ -40,6 +40,7 @@ app.command("predict")(predict.predict)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
 app.command("convert-clip")(convert.convert_clip)
+app.command("convert-reference")(convert.convert_reference)
 
 if __name__ == "__main__":
     app()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
-from ..console import console, handle_errors
+from ..console import console, handle_errors, out, setup_logging
 
 
 @handle_errors
@@ -24,3 +25,34 @@ def convert_clip(
 
     folder = convert_openai_clip(archive, out)
     console.print(f"wrote CLIP text tower to {folder} (use --text-encoder clip:{folder})")
+
+
+@handle_errors
+def convert_reference(
+    checkpoint: Path = typer.Argument(..., help="File written by the public RecLMIS code, e.g. best_model-RecLMIS.pth.tar."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="reclmis checkpoint folder to write (CLIP text tower included)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    """Convert a checkpoint of the public RecLMIS code into a reclmis checkpoint in reference-exact mode.
+
+    The file is read with torch.load(weights_only=True) only: a file that needs code to load is refused.
+    """
+    from reclmis_core.engine.convert_reference import convert_reference_checkpoint
+
+    if quiet:
+        setup_logging(quiet=True)
+    rep = convert_reference_checkpoint(checkpoint, out_dir, overwrite=overwrite)
+    if quiet:
+        return
+    table = Table(title="reclmis convert-reference", show_header=False)
+    table.add_row("output", rep.out)
+    table.add_row("tensors mapped", f"{rep.tensors_mapped} (every tensor of the reclmis model, CLIP text tower included)")
+    table.add_row("reconstruction layers", f"{rep.recon_layers} (reference config: {rep.dataset})")
+    table.add_row("DataParallel prefix", "stripped" if rep.data_parallel else "none")
+    if rep.epoch is not None:
+        table.add_row("reference epoch", str(rep.epoch))
+    for line in rep.left_out_lines():
+        table.add_row("left out", line)
+    table.add_row("mode", "reference-exact: ci_order=reference, text_padding=raw, 18 tokens, OpenCV preprocessing")
+    out.print(table)

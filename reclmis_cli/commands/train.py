@@ -77,9 +77,13 @@ def flag_overrides(
 
 def resolve_run_config(
     *, dataset: str | None, data: Path | None, preset: str | None, config: Path | None, sets: list[str],
-    flags: dict[str, Any], cpu: bool = False,
+    flags: dict[str, Any], cpu: bool = False, init: Path | None = None,
 ) -> tuple[RunConfig, Path, str]:
-    """The run config, the data folder and a default run name (preset < recipe < YAML < --set < flags)."""
+    """The run config, the data folder and a default run name (preset < recipe < YAML < --set < flags).
+
+    With ``init`` (``--init CKPT``) the model section and the image preprocessing come from that checkpoint
+    (after the recipe, before YAML, --set and flags), so its weights fit the model that is built.
+    """
     from accelerate import PartialState
 
     from reclmis_core.engine.datasets_registry import get_recipe, recipe_overrides, resolve_dataset
@@ -89,7 +93,15 @@ def resolve_run_config(
     recipe = get_recipe(dataset) if dataset else None
     file_data = load_yaml(config) if config else {}
     name = preset or file_data.get("preset") or (recipe.preset if recipe else None) or "paper"
-    overrides = deep_merge(recipe_overrides(recipe, name), {k: v for k, v in file_data.items() if k != "preset"})
+    overrides = recipe_overrides(recipe, name)
+    if init is not None:
+        from reclmis_core.engine.checkpoint import checkpoint_run_config, read_checkpoint_config
+
+        ck = checkpoint_run_config(read_checkpoint_config(init))
+        data_keys = ("preprocessing", "mean", "std")
+        overrides = deep_merge(overrides, {"model": ck["model"],
+                                           "data": {k: ck["data"][k] for k in data_keys if k in ck.get("data", {})}})
+    overrides = deep_merge(overrides, {k: v for k, v in file_data.items() if k != "preset"})
     overrides = deep_merge(overrides, parse_overrides(sets))
     overrides = deep_merge(overrides, flags)
     if dataset:
@@ -203,6 +215,7 @@ def train(
     no_text: bool = typer.Option(False, "--no-text", help="Image-only baseline (no text tower)."),
     ablate: str = typer.Option(None, "--ablate", help="Turn branches off, e.g. cvr,clr,ccl."),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR/last exactly where it stopped."),
+    init: Path = typer.Option(None, "--init", help="Start from this checkpoint's weights (new optimizer, new run)."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Overwrite an existing run folder."),
     seed: int = typer.Option(None, "--seed", help="Global seed (offset by process rank)."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable)."),
@@ -226,6 +239,9 @@ def train(
         seed=seed, deterministic=deterministic, mixed_precision=mixed_precision, patience=patience,
         grad_accum=grad_accum, tensorboard=tensorboard,
     )
+    if resume and init is not None:
+        raise ConfigError("--init starts a new run from a checkpoint's weights and --resume continues a run; "
+                          "pass one of them")
     if resume and exist_ok:
         raise ConfigError("--resume continues a run and --exist-ok overwrites it; pass one of them")
     if resume and out is not None and not (dataset or data or preset or config):
@@ -234,7 +250,7 @@ def train(
         data_dir, run_dir = Path(cfg.data.root or ""), out
     else:
         cfg, data_dir, run_name = resolve_run_config(dataset=dataset, data=data, preset=preset, config=config,
-                                                     sets=set_, flags=flags, cpu=cpu)
+                                                     sets=set_, flags=flags, cpu=cpu, init=init)
         run_dir = out or Path("runs") / run_name
         if resume:
             user = deep_merge(parse_overrides(set_), flags)
@@ -242,7 +258,8 @@ def train(
     progress = _Progress(cfg.train.log_every, quiet)
     t0 = time.perf_counter()
     try:
-        result = Trainer(cfg, data_dir, run_dir, resume=resume, exist_ok=exist_ok, progress=progress, cpu=cpu).fit()
+        result = Trainer(cfg, data_dir, run_dir, resume=resume, exist_ok=exist_ok, progress=progress, cpu=cpu,
+                         init=init).fit()
     finally:
         progress.close()
     if int(os.environ.get("RANK", "0") or 0) == 0 and not quiet:

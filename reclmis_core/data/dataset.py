@@ -27,6 +27,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from .layouts import SPLITS
 from .prepare import MANIFEST_COLUMNS
+from .reference import read_reference_image, reference_pixels
 from .transforms import Sample, TrainAugment
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,15 @@ class ManifestDataset(Dataset):
         self.has_lesion_labels = "lesion_labels" in self.frame.columns
         # colour is kept only when the data has it (saturation/hue augmentation then applies)
         self.colour = _is_rgb(self.frame["image"].iloc[0]) and in_channels == 3
+        self.reference = self.cfg.preprocessing == "reference"
+        if self.reference:
+            # cv2.imread + cv2.resize (see .reference); always 3 channels, B, G, R, as the reference code reads.
+            self.colour = True
+            resized = int(((self.frame["height"] != image_size) | (self.frame["width"] != image_size)).sum())
+            if resized:
+                log.warning("%d of %d %s images were not %d px in the source; prepare resized them (PIL), so "
+                            "their pixels are not exactly what the reference code reads from the originals",
+                            resized, len(self.frame), split, image_size)
         self.augment = TrainAugment(self.cfg) if train else None
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         self._images: np.ndarray | None = None
@@ -170,7 +180,10 @@ class ManifestDataset(Dataset):
     def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         row = self.frame.iloc[i]
         s = self.image_size
-        image = _load_png(row["image"], s, False, 3 if self.colour else 1)
+        if self.reference:
+            image = reference_pixels(read_reference_image(row["image"]), s)
+        else:
+            image = _load_png(row["image"], s, False, 3 if self.colour else 1)
         mask = (_load_png(row["mask"], s, True, 1) > 0).astype(np.uint8)
         labels = None
         if self.has_lesion_labels:
@@ -224,7 +237,7 @@ class ManifestDataset(Dataset):
         x = img.float().div_(255.0)
         if x.shape[0] == 1 and self.in_channels == 3:
             x = x.expand(3, -1, -1).contiguous()
-        x = (x - self.cfg.mean) / self.cfg.std
+        x = (x - self.cfg.mean) / self.cfg.std  # reference preprocessing: mean 0, std 1 (validated)
         item: dict[str, Any] = {
             "image": x,
             "mask": torch.from_numpy(_writable(sample.mask)).float().unsqueeze(0),
