@@ -178,13 +178,13 @@ def test_eval_dice_matches_reference(converted, golden, images, tmp_path):
         (src / sub / "labelcol").mkdir(parents=True)
     keep = [i for i, n in enumerate(meta["names"]) if recipe.SIZES[int(Path(n).stem[4:])] == (224, 224)]
     imgs, masks = images
-    for sub in ("Train_Folder", "Val_Folder", "Test_Folder"):
+    for sub, pre in (("Train_Folder", "tr_"), ("Val_Folder", "va_"), ("Test_Folder", "")):
         for i in keep:
-            (src / sub / "img" / imgs[i].name).write_bytes(imgs[i].read_bytes())
-            (src / sub / "labelcol" / masks[i].name).write_bytes(masks[i].read_bytes())
-        name = "Test_text.xlsx" if sub == "Test_Folder" else ("Train_text.xlsx" if sub == "Train_Folder" else "Val_text.xlsx")
-        pd.DataFrame({"Image": [masks[i].name for i in keep],
-                      "Description": [recipe.NOTES[i] for i in keep]}).to_excel(src / sub / name, index=False)
+            (src / sub / "img" / f"{pre}{imgs[i].name}").write_bytes(imgs[i].read_bytes())
+            (src / sub / "labelcol" / f"mask_{pre}{imgs[i].name}").write_bytes(masks[i].read_bytes())
+        pd.DataFrame({"Image": [f"mask_{pre}{imgs[i].name}" for i in keep],
+                      "Description": [recipe.NOTES[i] for i in keep]}).to_excel(src / sub / f"{sub[:-7]}_text.xlsx",
+                                                                                index=False)
     data = tmp_path / "data"
     res = runner.invoke(app, ["prepare", str(src), "--out", str(data), "--layout", "qata"])
     assert res.exit_code == 0, res.output
