@@ -238,3 +238,30 @@ def test_refuses_code_and_non_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="not a RecLMIS reference checkpoint"):
         convert_reference_checkpoint(plain, tmp_path / "o3")
     assert not (tmp_path / "o3").exists()
+
+
+def test_train_init_and_reference_switches_on_a_reclmis_model(tmp_path):
+    """A reclmis-trained model can use the reference switches; --init starts a new run from its weights."""
+    from safetensors.torch import load_file
+
+    from reclmis_core.config import build_config
+    from reclmis_core.data.synthetic import SyntheticConfig, write_synthetic
+    from reclmis_core.engine.trainer import Trainer
+
+    data = tmp_path / "data"
+    write_synthetic(data, SyntheticConfig(n_train=4, n_val=2, n_test=2, size=48, seed=5), workers=1)
+    sets = {"model": {"image_size": 32, "ci_order": "reference", "text_padding": "raw",
+                      "text": {"max_length": 18, "pad_to_max": True, "eof_fill": 9}},
+            "data": {"preprocessing": "reference"}, "train": {"epochs": 1, "batch_size": 2, "deterministic": True}}
+    Trainer(build_config("tiny", overrides=sets), data, tmp_path / "a").fit()
+    ckpt = tmp_path / "a" / "best"
+    res = runner.invoke(app, ["train", "--data", str(data), "--preset", "tiny", "--init", str(ckpt), "--epochs", "1",
+                              "--batch-size", "2", "--out", str(tmp_path / "b"), "--set", "train.lr=1e-12", "-q"])
+    assert res.exit_code == 0, res.output
+    _, cfg, _ = load_checkpoint(tmp_path / "b" / "last")
+    assert cfg.model.ci_order == "reference" and cfg.data.preprocessing == "reference" and cfg.model.image_size == 32
+    a, b = load_file(str(ckpt / "model.safetensors")), load_file(str(tmp_path / "b" / "last" / "model.safetensors"))
+    w = "seg.head.weight"
+    assert torch.allclose(a[w], b[w], atol=1e-6)  # started from the checkpoint (lr ~ 0)
+    res = runner.invoke(app, ["train", "--data", str(data), "--init", str(ckpt), "--resume", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2
