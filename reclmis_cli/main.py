@@ -43,7 +43,8 @@ def main(
 
 for _name, _fn in (("prepare", prepare.prepare), ("train", train.train), ("eval", eval_cmd.eval_),
                    ("predict", predict.predict), ("export", export.export), ("bench", bench.bench),
-                   ("env", env.env), ("convert-clip", convert.convert_clip), ("notes", notes.notes)):
+                   ("env", env.env), ("convert-clip", convert.convert_clip), ("notes", notes.notes),
+                   ("convert-reference", convert.convert_reference)):
     app.command(_name, cls=Command, context_settings=CONTEXT)(_fn)
 
 if __name__ == "__main__":

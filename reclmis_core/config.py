@@ -34,6 +34,8 @@ class TextConfig:
     layers: int = 2  # (int) scratch encoder: transformer layers
     heads: int = 4  # (int) scratch encoder: attention heads
     vocab_size: int = 512  # (int) scratch encoder: BPE vocabulary learned from the training notes
+    pad_to_max: bool = False  # (bool) pad every note to max_length tokens (pad id 0), as the reference (18 tokens)
+    eof_fill: int = 0  # (int) reference quirk: a note of n < eof_fill words gets " EOF XXX" appended eof_fill - n times (the reference's read_text: 9); 0 = off
 
 
 @dataclass
@@ -52,6 +54,7 @@ class ModelConfig:
     ci_order: str = "paper"  # (str) paper: V' = attn(V -> E) (Sec. III-B) | reference: V' = attn(V -> E') (public code)
     ci_residual: bool = False  # (bool) V' = V + attn(...): the bottleneck keeps the image features (off: paper)
     ci_heads: int = 4  # (int) heads of each CI attention (the reference uses 4)
+    text_padding: str = "masked"  # (str) masked: pad tokens are zeroed before the text Conv1d and ignored by attention | raw: their CLIP features enter the Conv1d and CI attends to every slot (the reference)
     dropout: float = 0.1  # (float) dropout in CI and reconstruction attention
     # Auxiliary branches and their conditions (Tables III, IV)
     use_cvr: bool = True  # (bool) conditioned vision reconstruction (text -> masked image features)
@@ -96,6 +99,7 @@ class DataConfig:
     rotate_deg: float = 20.0  # (float) max absolute rotation in degrees (never multiples of 90)
     mean: float = 0.0  # (float) intensity normalisation: (x/255 - mean) / std
     std: float = 1.0  # (float) see mean
+    preprocessing: str = "reclmis"  # (str) reclmis: PIL reading/bilinear resize, gray or RGB, (x/255 - mean)/std | reference: the public code's cv2.imread (3 channels, BGR) + cv2.resize, x/255 (needs opencv: pip install 'reclmis[reference]')
 
 
 @dataclass
@@ -103,7 +107,7 @@ class TrainConfig:
     epochs: int = 200  # (int) passes over the training split
     batch_size: int = 32  # (int) images per optimisation step per process
     lr: float = 3e-4  # (float) peak learning rate (Adam)
-    weight_decay: float = 1e-5  # (float) Adam weight decay (the reference uses 1e-5)
+    weight_decay: float = 1e-5  # (float) Adam weight decay (the reference's configs set 1e-5 but its Adam gets none)
     scheduler: str = "cosine"  # (str) cosine | constant
     warmup_epochs: int = 0  # (int) linear warm-up before the cosine decay
     grad_accum: int = 1  # (int) gradient accumulation steps
@@ -327,6 +331,8 @@ _CHOICES = {
     "model.image_encoder": ("unet", "convnext-tiny"),
     "model.ci_attention": ("cross", "self"),
     "model.ci_order": ("paper", "reference"),
+    "model.text_padding": ("masked", "raw"),
+    "data.preprocessing": ("reclmis", "reference"),
     "model.recon_attention": ("cross", "self"),
     "model.condition_mode": ("reference", "literal"),
     "model.recon_target": ("paper", "reference"),
@@ -376,6 +382,13 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"model.recon_layers must be >= 1, got {m.recon_layers}")
     if m.text.encoder == "scratch" and m.text.width % m.text.heads:
         raise ConfigError("model.text.width must be divisible by model.text.heads")
+    if cfg.data.preprocessing == "reference" and (m.in_channels != 3 or cfg.data.mean != 0.0 or cfg.data.std != 1.0):
+        raise ConfigError(
+            "data.preprocessing=reference feeds 3-channel BGR images scaled by 1/255: it needs model.in_channels=3, "
+            f"data.mean=0 and data.std=1 (got {m.in_channels}, {cfg.data.mean}, {cfg.data.std})"
+        )
+    if m.text.eof_fill < 0:
+        raise ConfigError(f"model.text.eof_fill must be >= 0, got {m.text.eof_fill}")
     t = cfg.train
     if t.epochs < 1 or t.batch_size < 1 or t.grad_accum < 1:
         raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..console import handle_errors, quiet_mode, say
+from ..console import handle_errors, print_table, quiet_mode, say
 from ..options import config_option, configurable, quiet_option, set_option
 
 
@@ -30,3 +30,31 @@ def convert_clip(
     quiet_mode(quiet)
     folder = convert_openai_clip(archive, out)
     say(f"wrote CLIP text tower to {folder} (use --text-encoder clip:{folder})")
+
+
+@handle_errors
+def convert_reference(
+    checkpoint: Path = typer.Argument(..., help="File written by the public RecLMIS code, e.g. best_model-RecLMIS.pth.tar."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="reclmis checkpoint folder to write (CLIP text tower included)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    quiet: bool = quiet_option(),
+) -> None:
+    """Convert a checkpoint of the public RecLMIS code into a reclmis checkpoint in reference-exact mode.
+
+    The file is read with torch.load(weights_only=True) only: a file that needs code to load is refused.
+    """
+    from reclmis_core.engine.convert_reference import convert_reference_checkpoint
+
+    quiet = quiet_mode(quiet)
+    rep = convert_reference_checkpoint(checkpoint, out_dir, overwrite=overwrite)
+    if quiet:
+        return
+    rows = [("output", rep.out)]
+    rows.append(("tensors mapped", f"{rep.tensors_mapped} (every tensor of the reclmis model, CLIP text tower included)"))
+    rows.append(("reconstruction layers", f"{rep.recon_layers} (reference config: {rep.dataset})"))
+    rows.append(("DataParallel prefix", "stripped" if rep.data_parallel else "none"))
+    if rep.epoch is not None:
+        rows.append(("reference epoch", str(rep.epoch)))
+    rows += [("left out", line) for line in rep.left_out_lines()]
+    rows.append(("mode", "reference-exact: ci_order=reference, text_padding=raw, 18 tokens, OpenCV preprocessing"))
+    print_table("reclmis convert-reference", ["what", "value"], rows, show_header=False)

@@ -82,9 +82,13 @@ def flag_overrides(
 
 def resolve_run_config(
     *, dataset: str | None, data: Path | None, preset: str | None, config: Path | None, sets: list[str],
-    flags: dict[str, Any], cpu: bool = False,
+    flags: dict[str, Any], cpu: bool = False, init: Path | None = None,
 ) -> tuple[RunConfig, Path, str]:
-    """The run config, the data folder and a default run name (preset < recipe < YAML < --set < flags)."""
+    """The run config, the data folder and a default run name (preset < recipe < YAML < --set < flags).
+
+    With ``init`` (``--init CKPT``) the model section and the image preprocessing come from that checkpoint
+    (after the recipe, before YAML, --set and flags), so its weights fit the model that is built.
+    """
     from accelerate import PartialState
 
     from reclmis_core.data.folders import check_data_dir
@@ -95,7 +99,15 @@ def resolve_run_config(
     recipe = get_recipe(dataset) if dataset else None
     file_data = run_sections(load_yaml(config)) if config else {}
     name = check_preset(preset or file_data.get("preset") or (recipe.preset if recipe else None) or "paper")
-    overrides = deep_merge(recipe_overrides(recipe, name), {k: v for k, v in file_data.items() if k != "preset"})
+    overrides = recipe_overrides(recipe, name)
+    if init is not None:
+        from reclmis_core.engine.checkpoint import checkpoint_run_config, read_checkpoint_config
+
+        ck = checkpoint_run_config(read_checkpoint_config(init))
+        data_keys = ("preprocessing", "mean", "std")
+        overrides = deep_merge(overrides, {"model": ck["model"],
+                                           "data": {k: ck["data"][k] for k in data_keys if k in ck.get("data", {})}})
+    overrides = deep_merge(overrides, {k: v for k, v in file_data.items() if k != "preset"})
     overrides = deep_merge(overrides, parse_overrides(sets))
     overrides = deep_merge(overrides, flags)
     if dataset:
@@ -225,6 +237,7 @@ def train(
     ablate: str = typer.Option(None, "--ablate", help="Turn branches off, e.g. cvr,clr,ccl."),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR/last exactly where it stopped (its own "
                                 "config: give --out RUN_DIR)."),
+    init: Path = typer.Option(None, "--init", help="Start from this checkpoint's weights (new optimizer, new run)."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Overwrite an existing run folder."),
     seed: int = typer.Option(None, "--seed", help="Global seed (offset by process rank)."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. "
@@ -263,6 +276,9 @@ def train(
         if workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {workers}")
         flags = deep_merge(flags, {"data": {"num_workers": workers}})
+    if resume and init is not None:
+        raise ConfigError("--init starts a new run from a checkpoint's weights and --resume continues a run; "
+                          "pass one of them")
     if resume and exist_ok:
         raise ConfigError("--resume continues a run and --exist-ok overwrites it; pass one of them")
     if resume and not (dataset or data):
@@ -278,7 +294,7 @@ def train(
         data_dir, run_dir = Path(cfg.data.root or ""), out
     else:
         cfg, data_dir, run_name = resolve_run_config(dataset=dataset, data=data, preset=preset, config=config,
-                                                     sets=set_, flags=flags, cpu=device == "cpu")
+                                                     sets=set_, flags=flags, cpu=device == "cpu", init=init)
         run_dir = out or Path("runs") / run_name
         if resume:
             user = deep_merge(parse_overrides(set_), flags)
@@ -289,7 +305,7 @@ def train(
     t0 = time.perf_counter()
     try:
         result = Trainer(cfg, data_dir, run_dir, resume=resume, exist_ok=exist_ok, progress=progress,
-                         device=device).fit()
+                         device=device, init=init).fit()
     finally:
         progress.close()
     if rank0 and not quiet:

@@ -28,6 +28,7 @@ from ..errors import DataError
 from .layouts import SPLITS
 from .prepare import MANIFEST_COLUMNS
 from .preprocess import PreprocessPlan
+from .reference import read_reference_image, reference_pixels, reference_tensor
 from .transforms import Sample, TrainAugment
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,15 @@ class ManifestDataset(Dataset):
         self.colour = _is_rgb(self.frame["image"].iloc[0]) and in_channels == 3
         self.plan = PreprocessPlan(self.image_size, in_channels, float(self.cfg.mean), float(self.cfg.std),
                                    self.colour)
+        self.reference = self.cfg.preprocessing == "reference"
+        if self.reference:
+            # cv2.imread + cv2.resize (see .reference); always 3 channels, B, G, R, as the reference code reads.
+            self.colour = True
+            resized = int(((self.frame["height"] != image_size) | (self.frame["width"] != image_size)).sum())
+            if resized:
+                log.warning("%d of %d %s images were not %d px in the source; prepare resized them (PIL), so "
+                            "their pixels are not exactly what the reference code reads from the originals",
+                            resized, len(self.frame), split, image_size)
         self.augment = TrainAugment(self.cfg) if train else None
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         self._images: np.ndarray | None = None
@@ -173,7 +183,10 @@ class ManifestDataset(Dataset):
     def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         row = self.frame.iloc[i]
         s = self.image_size
-        image = _load_png(row["image"], s, False, 3 if self.colour else 1)
+        if self.reference:
+            image = reference_pixels(read_reference_image(row["image"]), s)
+        else:
+            image = _load_png(row["image"], s, False, 3 if self.colour else 1)
         mask = (_load_png(row["mask"], s, True, 1) > 0).astype(np.uint8)
         labels = None
         if self.has_lesion_labels:
@@ -221,7 +234,8 @@ class ManifestDataset(Dataset):
             rng = np.random.default_rng((self.seed, int(self._epoch[0]), index))
             sample = self.augment(sample, rng)
         item: dict[str, Any] = {
-            "image": torch.from_numpy(self.plan.normalise(sample.image)),
+            "image": torch.from_numpy(reference_tensor(sample.image) if self.reference
+                                      else self.plan.normalise(sample.image)),
             "mask": torch.from_numpy(_writable(sample.mask)).float().unsqueeze(0),
             "note": sample.note,
             "id": self.ids[index],

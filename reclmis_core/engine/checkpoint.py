@@ -157,12 +157,14 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[RecLMI
         state = load_file(str(folder / WEIGHTS), device=map_location)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{folder / WEIGHTS} is not a readable safetensors file: {exc}") from None
-    _check_and_load(model, state, folder)
+    load_state_strict(model, state, folder / WEIGHTS)
     model.max_length = int(doc.get("max_length") or model.max_length)
     return model.eval(), cfg, doc
 
 
-def _check_and_load(model: RecLMIS, state: dict[str, Any], folder: Path) -> None:
+def load_state_strict(model: RecLMIS, state: dict[str, Any], source: Path) -> None:
+    """Load ``state`` into ``model``: every tensor it needs (frozen pretrained text weights aside) must be there
+    with its shape, and nothing else; ``source`` names the file in the error."""
     expected = {k: v for k, v in model.state_dict().items() if k not in set(model.persistent_keys_excluded())}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -180,7 +182,7 @@ def _check_and_load(model: RecLMIS, state: dict[str, Any], folder: Path) -> None
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
         raise CheckpointError(
-            f"{folder / WEIGHTS} does not match the architecture in its config.json: " + "; ".join(parts)
+            f"{source} does not match the architecture in its config: " + "; ".join(parts)
         )
     model.load_state_dict(state, strict=False)
 

@@ -47,7 +47,14 @@ from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
 from ..utils import atomic_write_text
-from .checkpoint import read_checkpoint_config, recover_folder, replace_folder, write_checkpoint_files
+from .checkpoint import (
+    load_checkpoint,
+    load_state_strict,
+    read_checkpoint_config,
+    recover_folder,
+    replace_folder,
+    write_checkpoint_files,
+)
 from .objective import RecLMISObjective
 from .report import write_run_report
 
@@ -170,8 +177,12 @@ class Trainer:
         progress: ProgressFn | None = None,
         cpu: bool = False,
         device: str = "auto",
+        init: str | Path | None = None,
     ) -> None:
         run_dir = Path(run_dir)
+        if resume and init is not None:
+            raise ConfigError("--init starts a new run from a checkpoint's weights and --resume continues a run; "
+                              "pass one of them")
         ours = [run_dir / n for n in ("config.yaml", "metrics.csv", "last", "best")]
         if resume:  # a kill -9 between the two renames of a checkpoint write leaves the previous copy aside
             for name in ("last", "best"):
@@ -189,6 +200,7 @@ class Trainer:
         self.progress = progress
         self.cpu = cpu
         self.device = resolve_device("cpu" if cpu else device)  # a device that is not there fails here, at once
+        self.init = None if init is None else Path(init)
         self.state = _State()
         self.history: list[dict[str, float]] = []
         self.accelerator: Any = None
@@ -235,6 +247,13 @@ class Trainer:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
+    def _load_init_weights(self) -> None:
+        """``--init``: weights only (strict: the architecture must match); optimizer, schedule and run are new."""
+        source, _, _ = load_checkpoint(self.init)
+        skip = set(self.raw_model.persistent_keys_excluded())
+        load_state_strict(self.raw_model, {k: v for k, v in source.state_dict().items() if k not in skip}, self.init)
+        log.info("initialised the weights from %s", self.init)
+
     def _emit(self, event: ProgressEvent) -> None:
         if self.progress is not None and self.is_main:
             self.progress(event)
@@ -262,11 +281,15 @@ class Trainer:
         text_state = None
         if self.resume:  # the tokenizer (scratch BPE vocab) of the run being resumed
             text_state = read_checkpoint_config(self.run_dir / "last").get("text_state") or {}
+        elif self.init is not None:  # the text tower (and tokenizer) of the checkpoint the weights come from
+            text_state = read_checkpoint_config(self.init).get("text_state") or {}
         elif cfg.model.text.encoder == "scratch" and acc.num_processes > 1:
             holder = [build_model(cfg.model, corpus=train_notes).text_state() if self.is_main else None]
             text_state = broadcast_object_list(holder)[0]
             set_seed(cfg.train.seed)
         self.raw_model = build_model(cfg.model, corpus=train_notes, text_state=text_state)
+        if self.init is not None:
+            self._load_init_weights()
         length = resolve_text_length(self.raw_model, cfg, train_notes)
         if self.raw_model.text_encoder is not None:
             self.cfg = cfg = replace(cfg, model=replace(cfg.model, text=replace(cfg.model.text, max_length=length)))

@@ -42,6 +42,7 @@ from torch import Tensor
 from .. import __version__
 from ..config import RunConfig, config_to_dict
 from ..data.preprocess import PreprocessPlan, normalise_batch
+from ..data.reference import SIDECAR_DESCRIPTION as REFERENCE_SIDECAR
 from ..errors import ConfigError
 from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, export_onnx, onnx_initializer_params, _dims
 
@@ -190,6 +191,8 @@ def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, body: dict[
         "text": body.get("text"),
         "note_optional": inf.seg.uses_text and cfg.train.note_dropout > 0,
         "preprocessing": {
+            "kind": cfg.data.preprocessing,
+            **(REFERENCE_SIDECAR if cfg.data.preprocessing == "reference" else {}),
             **_preprocess_plan(cfg, source).to_dict(),
             "layout": "NCHW float32",
             "scale": "x / 255",
@@ -258,7 +261,8 @@ def _write_torch_export(inf: Any, cfg: RunConfig, folder: Path, source: str | No
         from .onnx import tokenizer_description
 
         text = {"encoder": type(inf.text_encoder).__name__, "dim": int(inf.text_encoder.dim),
-                "max_length": int(inf.max_length), "tokenizer": tokenizer_description(inf.text_encoder.tokenizer, folder)}
+                "max_length": int(inf.max_length), "pad_to_max": bool(inf.pad_to_max), "eof_fill": int(inf.eof_fill),
+                "tokenizer": tokenizer_description(inf.text_encoder.tokenizer, folder)}
         seg_inputs = ["image", "text_features", "text_mask"]
     else:
         sprog = _export_program(inf.seg, (images,), {"image": {0: batch_dim}, "text_features": None, "text_mask": None})

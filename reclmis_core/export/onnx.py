@@ -218,6 +218,8 @@ def export_onnx(
             "encoder": type(model.text_encoder).__name__,
             "dim": int(model.text_encoder.dim),
             "max_length": int(model.max_length),
+            "pad_to_max": bool(model.pad_to_max),
+            "eof_fill": int(model.eof_fill),
             "tokenizer": tokenizer_description(model.text_encoder.tokenizer, folder),
         }
     else:

@@ -137,24 +137,40 @@ class OnnxSegmenter:
         self._text = None
         self.tokenizer = None
         self.max_length = 0
+        self.pad_to_max, self.eof_fill = False, 0
         if self.uses_text:
             text_path = self.folder / graphs["text_encoder"]["file"]
             if not text_path.is_file():
                 raise CheckpointError(f"{self.folder}: {TEXT_FILE} is missing")
             self._text = _session(text_path, providers, threads)
             self.max_length = int(text["max_length"])
+            self.pad_to_max = bool(text.get("pad_to_max", False))
+            self.eof_fill = int(text.get("eof_fill", 0))
             self.tokenizer = build_tokenizer(text["tokenizer"], self.folder, self.max_length)
         self.plan = PreprocessPlan.from_dict(self.sidecar["preprocessing"])
         self.image_size = self.plan.image_size
         self.in_channels = self.plan.in_channels
         self.mean = self.plan.mean
         self.std = self.plan.std
+        self.preprocessing = str(self.sidecar["preprocessing"].get("kind", "reclmis"))
         self.threshold = float(self.sidecar["postprocessing"]["threshold"])
 
     # -- preprocessing -------------------------------------------------------------------------------
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """0..255 images already at ``image_size`` -> normalised float32 (B, C, S, S), as in training."""
+        """0..255 images already at ``image_size`` -> normalised float32 (B, C, S, S).
+
+        With reference preprocessing (sidecar ``preprocessing.kind``): uint8 (B, S, S, 3) BGR arrays as
+        ``cv2.imread`` + ``cv2.resize`` give them (or (B, S, S) gray) -> x / 255, channels B, G, R.
+        """
+        if self.preprocessing == "reference":
+            from ..data.reference import reference_pixels, reference_tensor
+
+            arr = np.asarray(images)
+            arr = arr[None] if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3) else arr
+            x = reference_tensor(np.stack([reference_pixels(a, self.image_size) for a in arr]))
+            self._check_images(x)
+            return x
         x = np.asarray(images)
         if x.ndim == 2:
             x = x[None]
@@ -177,7 +193,9 @@ class OnnxSegmenter:
         """Notes -> (input_ids, attention_mask), int64 (N, L), padded to the longest note."""
         if not self.uses_text:
             raise ValueError("this export is image-only; it takes no notes")
-        batch = self.tokenizer(list(notes), self.max_length)
+        from ..data.reference import fill_note
+
+        batch = self.tokenizer([fill_note(n, self.eof_fill) for n in notes], self.max_length, self.pad_to_max)
         return batch.input_ids.numpy().astype(np.int64), batch.attention_mask.numpy().astype(np.int64)
 
     def encode_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

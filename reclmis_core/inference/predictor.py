@@ -43,6 +43,7 @@ from ..data.io import (
     read_image,
     to_uint8,
 )
+from ..data.reference import bgr_to_rgb, read_reference_image, reference_pixels, reference_tensor
 from ..device import onnx_providers, resolve_device
 from ..errors import ConfigError, DataError, ReclmisError
 from ..metrics.components import count_components
@@ -344,6 +345,7 @@ class _TorchBackend:
         self.uses_text = model.seg.uses_text
         self.note_optional = self.uses_text and cfg.train.note_dropout > 0  # trained to work without a note too
         self.model_cfg = cfg.model  # sizes the thread default (reclmis_core.device.apply_threads)
+        self.preprocessing = cfg.data.preprocessing  # reclmis | reference (the public code's, see data/reference.py)
         self.max_length = model.max_length
         self.tokenizer = model.tokenizer
         if explain and (not self.uses_text or getattr(model, "interest", None) is None):
@@ -392,6 +394,7 @@ class _OnnxBackend:
         self.threshold = float(self.seg.threshold)
         self.uses_text = bool(self.seg.uses_text)
         self.note_optional = bool(self.seg.sidecar.get("note_optional", False))
+        self.preprocessing = self.seg.preprocessing
         self.tokenizer = self.seg.tokenizer
         self.max_length = int(self.seg.max_length)
         self.explain = False
@@ -524,9 +527,10 @@ class Predictor:
         missing = [n for n in dict.fromkeys(notes) if n not in self._cache]
         self.stats.cache_hits += len(notes) - len(missing)
         for note in missing:
+            # Keep the row as encoded: a note alone has no pads, except with model.text.pad_to_max, where its
+            # pad slots carry features that the reference's padding treatment (text_padding=raw) uses.
             feats, mask = self.backend.encode([note])
-            n = int(mask[0].sum())
-            self._cache[note] = (feats[0, :n].clone(), mask[0, :n].clone())
+            self._cache[note] = (feats[0].clone(), mask[0].clone())
             self.stats.text_encodes += 1
         rows = [self._cache[n] for n in notes]
         length = max(r[0].shape[0] for r in rows)
@@ -565,18 +569,33 @@ class Predictor:
         if meta.is_volume and img8.ndim != 3:
             raise DataError(f"{spec.path}: unsupported volume layout {img8.shape}")
         geom = self.plan.geometry(slices.shape[1:3], input_spacing(meta))
+        if self.backend.preprocessing == "reference":
+            # The reference reads files with cv2.imread (BGR) and resizes with cv2.resize; volumes and DICOM,
+            # which it cannot read, go in as their 8-bit display slices. Padding/resampling for anisotropic
+            # spacing (geom) is not part of the reference, so only square-pixel inputs are reference-exact.
+            if meta.kind == "raster":
+                bgr = read_reference_image(spec.path)
+                slices, img8 = bgr[None], bgr_to_rgb(bgr)
+            pixels = np.stack([reference_pixels(s, self.plan.image_size) for s in slices])
+            return meta, img8, geom, pixels
         pixels = np.stack([self.plan.model_pixels(s, geom) for s in slices])
         return meta, img8, geom, pixels
 
     def _batch_tensor(self, pixels: list[np.ndarray]) -> torch.Tensor:
+        if self.backend.preprocessing == "reference":
+            return torch.from_numpy(reference_tensor(np.stack(pixels)))
         return torch.from_numpy(np.stack([self.plan.normalise(p) for p in pixels]))
 
     def predict_arrays(self, images: Sequence[np.ndarray], notes: Sequence[str]) -> list[np.ndarray]:
-        """Probabilities for in-memory 8-bit images (each (H, W) or (H, W, 3)) at their own size; no spacing."""
+        """Probabilities for in-memory 8-bit images (each (H, W) or (H, W, 3)) at their own size; no spacing.
+        With ``data.preprocessing=reference`` a 3-channel array is taken as BGR, as ``cv2.imread`` returns it."""
         out = []
         for img, note in zip(images, notes):
             geom = self.plan.geometry(img.shape[:2], None)
-            probs, _, _ = self._run([self.plan.model_pixels(np.asarray(img, dtype=np.uint8), geom)], [note])
+            img = np.asarray(img, dtype=np.uint8)
+            pixels = (reference_pixels(img, self.plan.image_size) if self.backend.preprocessing == "reference"
+                      else self.plan.model_pixels(img, geom))
+            probs, _, _ = self._run([pixels], [note])
             out.append(restore_map(probs[0], geom))
         return out
 

@@ -22,7 +22,7 @@ class PatchEmbedding(nn.Module):
         return self.dropout(self.proj(x).flatten(2).transpose(1, 2) + self.pos)
 
 
-def text_update(attn: Attention, text: Tensor, patches: Tensor, text_pad: Tensor, attention: str) -> Tensor:
+def text_update(attn: Attention, text: Tensor, patches: Tensor, text_pad: Tensor | None, attention: str) -> Tensor:
     """E' (Eq. 1): the words attend to the patches (``cross``) or to each other (``self``, Table V)."""
     if attention == "cross":
         return attn(text, patches)
@@ -52,8 +52,9 @@ class ConditionedInteraction(nn.Module):
         self.attn_text = Attention(dim, heads, dropout) if order == "reference" else None
         self.attn_image = Attention(dim, heads, dropout)
 
-    def forward(self, image_feat: Tensor, text: Tensor, text_pad: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-        """(embedded patches V, E' or None when this module does not compute it, V')."""
+    def forward(self, image_feat: Tensor, text: Tensor, text_pad: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """(embedded patches V, E' or None when this module does not compute it, V'); ``text_pad`` None: every
+        token slot is attended, pads included (``model.text_padding=raw``, the reference)."""
         v = self.embed(image_feat)
         e_new = None if self.attn_text is None else text_update(self.attn_text, text, v, text_pad, self.attention)
         if self.attention == "cross":

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from ..data.reference import fill_note
 from ..errors import ConfigError
 from .interaction import ConditionedInteraction, InterestWeights, text_update
 from .layers import Attention
@@ -69,6 +70,7 @@ class SegmentationNet(nn.Module):
         dim = self.encoder.out_channels[-1]
         self.dim = dim
         self.grid = cfg.image_size // self.encoder.strides[-1]
+        self.raw_pads = cfg.text_padding == "raw"
         if text_dim is not None:
             self.text_proj = nn.Conv1d(text_dim, dim, kernel_size=3, padding=1)
             self.interaction = ConditionedInteraction(
@@ -96,8 +98,9 @@ class SegmentationNet(nn.Module):
 
     def project_text(self, text_features: Tensor, text_mask: Tensor) -> Tensor:
         # Zero padded positions first, so the k=3 convolution sees the same zeros as its own padding and a
-        # note's features do not depend on how long the other notes in its batch are.
-        feats = text_features * text_mask.unsqueeze(-1).to(text_features.dtype)
+        # note's features do not depend on how long the other notes in its batch are. text_padding=raw (the
+        # reference) convolves the pad tokens' CLIP features as they are.
+        feats = text_features if self.raw_pads else text_features * text_mask.unsqueeze(-1).to(text_features.dtype)
         return self.text_proj(feats.transpose(1, 2)).transpose(1, 2)
 
     def forward_features(
@@ -115,7 +118,7 @@ class SegmentationNet(nn.Module):
             raise ValueError("this model is text-guided: pass text_features and text_mask")
         valid = text_mask > 0
         e = self.project_text(text_features, text_mask)
-        patches, e_new, v_new = self.interaction(bottleneck, e, ~valid)
+        patches, e_new, v_new = self.interaction(bottleneck, e, None if self.raw_pads else ~valid)
         b, c, h, w = bottleneck.shape
         weights = valid.unsqueeze(-1).to(e.dtype)
         out.update(
@@ -147,6 +150,8 @@ class _TextMixin:
 
     text_encoder: TextTower | None
     max_length: int
+    pad_to_max: bool = False  # every note padded to max_length (model.text.pad_to_max)
+    eof_fill: int = 0  # reference read_text fill (model.text.eof_fill)
 
     @property
     def tokenizer(self):
@@ -155,7 +160,8 @@ class _TextMixin:
     def tokenize(self, notes: Sequence[str]) -> TokenBatch:
         if self.text_encoder is None:
             raise ValueError("this model has no text encoder")
-        return self.text_encoder.tokenizer(list(notes), self.max_length)
+        notes = [fill_note(n, self.eof_fill) for n in notes] if self.eof_fill else list(notes)
+        return self.text_encoder.tokenizer(notes, self.max_length, self.pad_to_max)
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         tower = self.text_encoder
@@ -168,11 +174,14 @@ class _TextMixin:
 class RecLMISInference(_TextMixin, nn.Module):
     """Inference model: text tower + segmentation path; no reconstruction modules or W heads."""
 
-    def __init__(self, text_encoder: TextTower | None, seg: SegmentationNet, max_length: int) -> None:
+    def __init__(self, text_encoder: TextTower | None, seg: SegmentationNet, max_length: int,
+                 pad_to_max: bool = False, eof_fill: int = 0) -> None:
         super().__init__()
         self.text_encoder = text_encoder
         self.seg = seg
         self.max_length = max_length
+        self.pad_to_max = pad_to_max
+        self.eof_fill = eof_fill
 
     def forward(self, image: Tensor, input_ids: Tensor | None = None, attention_mask: Tensor | None = None) -> Tensor:
         if self.seg.uses_text:
@@ -195,6 +204,7 @@ class RecLMIS(_TextMixin, nn.Module):
         uses_text = text_encoder is not None
         self.seg = SegmentationNet(cfg, text_encoder.dim if uses_text else None)
         self.max_length = self._resolve_max_length(cfg, text_encoder)
+        self.pad_to_max, self.eof_fill = cfg.text.pad_to_max, cfg.text.eof_fill
         dim = self.seg.dim
         use_cvr, use_clr, use_ccl = (uses_text and cfg.use_cvr, uses_text and cfg.use_clr, uses_text and cfg.use_ccl)
         if uses_text and cfg.recon_target == "reference" and use_clr and text_encoder.dim != dim:
@@ -242,7 +252,7 @@ class RecLMIS(_TextMixin, nn.Module):
 
     def for_inference(self) -> RecLMISInference:
         """The deployable model: shares weights with this one, holds no reconstruction modules."""
-        return RecLMISInference(self.text_encoder, self.seg, self.max_length).eval()
+        return RecLMISInference(self.text_encoder, self.seg, self.max_length, self.pad_to_max, self.eof_fill).eval()
 
     def forward(
         self,
@@ -278,13 +288,14 @@ class RecLMIS(_TextMixin, nn.Module):
         e = feats["text_tokens"]  # E (B, L, C)
         valid = feats["text_valid"]
         w_poi, w_woi = self.interest_weights(feats)
+        pads = None if self.seg.raw_pads else ~valid  # text_padding=raw: the reconstructors see every slot too
         out.image_tokens, out.text_tokens, out.text_valid, out.w_poi, out.w_woi = v, e, valid, w_poi, w_woi
         if self.cvr is not None:
             all_patches = torch.ones_like(w_poi, dtype=torch.bool)
             masked = select_masked(w_poi, all_patches, cfg.image_mask_ratio, cfg.mask_strategy, generator)
             query = v.masked_fill(masked.unsqueeze(-1), 0.0)
             cond = w_woi if cfg.cvr_condition else None
-            out.recon_image = self.cvr(query, None, e, ~valid, cond)
+            out.recon_image = self.cvr(query, None, e, pads, cond)
             target = v if cfg.recon_target == "paper" else feats["v_new"]
             out.target_image = target.detach() if cfg.recon_detach else target
             out.image_masked = masked
@@ -292,7 +303,7 @@ class RecLMIS(_TextMixin, nn.Module):
             masked = select_masked(w_woi, valid, cfg.text_mask_ratio, cfg.mask_strategy, generator)
             query = e.masked_fill(masked.unsqueeze(-1), 0.0)
             cond = w_poi if cfg.clr_condition else None
-            out.recon_text = self.clr(query, ~valid, v, None, cond)
+            out.recon_text = self.clr(query, pads, v, None, cond)
             target = e if cfg.recon_target == "paper" else text_raw
             out.target_text = target.detach() if cfg.recon_detach else target
             out.text_masked = masked

@@ -72,8 +72,9 @@ class NoteTokenizer:
     def count(self, text: str) -> int:
         return len(self._encode_one(text))
 
-    def __call__(self, texts: Sequence[str], max_length: int) -> TokenBatch:
-        """Tokenize notes, pad to the longest in the batch, cut at ``max_length`` (counted, never silent)."""
+    def __call__(self, texts: Sequence[str], max_length: int, pad_to_max: bool = False) -> TokenBatch:
+        """Tokenize notes, pad to the longest in the batch (every note to ``max_length`` with ``pad_to_max``, as
+        the reference's fixed 18 tokens), cut at ``max_length`` (counted, never silent)."""
         rows, cut = [], []
         for text in texts:
             ids = self._encode_one(text)
@@ -85,7 +86,7 @@ class NoteTokenizer:
             rows.append(ids)
         if any(cut):
             self._report_truncation(texts, cut, max_length)
-        length = max(len(r) for r in rows) if rows else 1
+        length = max_length if pad_to_max else (max(len(r) for r in rows) if rows else 1)
         ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
         for i, row in enumerate(rows):

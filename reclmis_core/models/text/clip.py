@@ -64,6 +64,7 @@ class ClipTextTower(TextTower):
     """Per-token CLIP text features after the final LayerNorm and the text projection (as the reference)."""
 
     def __init__(self, weights: str | None = None, config_overrides: dict[str, Any] | None = None) -> None:
+        # config_overrides come from a checkpoint's text_state: the checkpoint then holds the tower's weights
         super().__init__()
         from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
@@ -73,7 +74,7 @@ class ClipTextTower(TextTower):
             cfg = CLIPTextConfig(**{**VIT_B32_TEXT, **(config_overrides or {})})
             cfg._attn_implementation = "eager"
             self.model = CLIPTextModelWithProjection(cfg)
-            log.warning(
+            (log.debug if config_overrides else log.warning)(
                 "CLIP text tower is RANDOMLY INITIALISED (no model.text.weights given). Fine for tests; "
                 "for real use pass a local CLIP folder/.safetensors or a hub id, e.g. "
                 "--text-encoder clip:openai/clip-vit-base-patch32"
