@@ -189,6 +189,10 @@ class ProgressReporter:
             self.bar.start()
         return self
 
+    def stage_callback(self):  # noqa: ANN201 - the core's ``progress(stage, done, total)`` callback
+        """A callback for core functions that report ``(stage, done, total)`` (prepare, notes, synthetic)."""
+        return lambda stage, done, total: self.update(stage, done, total)
+
     def __exit__(self, *exc: Any) -> None:
         self.close()
 

@@ -15,7 +15,6 @@ from reclmis_core.data.note_text import STYLES
 
 from ..console import ProgressReporter, console, handle_errors, out, quiet_mode
 from ..options import quiet_option
-from .prepare import _progress
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def notes(
                            empty=empty, volume_mode=volume_mode, window=window, workers=workers)
     with ProgressReporter() as bar:
         result = write_notes(src, out_csv, options, overwrite=overwrite, check=check or json_out is not None,
-                             progress=_progress(bar))
+                             progress=bar.stage_callback())
     for problem in result.problems[:20]:
         console.print(f"  [yellow]{problem.kind}[/] {escape(problem.path)}: {escape(problem.message)}",
                       highlight=False, soft_wrap=True)

@@ -109,7 +109,7 @@ def predict(
         if checkpoint is None:
             log.info("using the newest checkpoint: %s", ckpt)
         predictor = Predictor.from_checkpoint(ckpt, device=device, explain=explain, **kwargs)
-        apply_threads(threads, getattr(predictor.backend, "model_cfg", None))
+        apply_threads(threads, predictor.backend.model_cfg)
     if predictor.uses_text and note is None and table is None and not predictor.note_optional:
         fail("this checkpoint is text-guided: give --note TEXT (one note for all) or --notes CSV (image,note)")
 

@@ -19,10 +19,6 @@ from ..options import config_option, configurable, quiet_option, set_option
 log = logging.getLogger(__name__)
 
 
-def _progress(bar: ProgressReporter):  # noqa: ANN202 - the core's (stage, done, total) callback
-    return lambda stage, done, total: bar.update(stage, done, total)
-
-
 def _summary_table(title: str, counts: dict[str, int], rows: list[tuple[str, str]]) -> None:
     table = [[split, str(counts.get(split, 0))] for split in ("train", "val", "test")]
     table.append(["[bold]total[/]", f"[bold]{sum(counts.values())}[/]"])
@@ -82,7 +78,7 @@ def prepare(
         cfg = SyntheticConfig(n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed)
         with ProgressReporter() as bar:
             info = write_synthetic(out_dir, cfg, layout=synthetic_layout, overwrite=overwrite, workers=workers,
-                                   progress=_progress(bar))
+                                   progress=bar.stage_callback())
         rows = [("output", str(out_dir)), ("layout", info["layout"]), ("size", f"{size} px"),
                 ("counterfactual pairs", str(info["n_counterfactual_pairs"]))]
         _summary_table("synthetic data", info["counts"], rows)
@@ -95,7 +91,7 @@ def prepare(
                              overwrite=overwrite, workers=workers, allow_uneven_slices=allow_uneven_slices)
     try:
         with ProgressReporter() as bar:
-            report = prepare_dataset(src, out_dir, options, progress=_progress(bar))
+            report = prepare_dataset(src, out_dir, options, progress=bar.stage_callback())
     except PrepareError as exc:
         for problem in exc.report.problems:
             style = "red" if problem.fatal else "yellow"

@@ -395,6 +395,7 @@ class _OnnxBackend:
         self.uses_text = bool(self.seg.uses_text)
         self.note_optional = bool(self.seg.sidecar.get("note_optional", False))
         self.preprocessing = self.seg.preprocessing
+        self.model_cfg = None  # an export carries no model config (the thread default then uses its own rule)
         self.tokenizer = self.seg.tokenizer
         self.max_length = int(self.seg.max_length)
         self.explain = False
