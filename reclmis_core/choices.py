@@ -8,3 +8,4 @@ from __future__ import annotations
 LAYOUTS = ("qata", "mosmed", "ariadne", "folder", "nifti", "dicom")  # prepare's source layouts (besides auto)
 FORMATS = ("auto", "png", "nifti", "dicom-seg")  # predict's mask formats
 BACKENDS = ("torch", "onnx")  # predict's runtimes
+PRECISIONS = ("fp32", "bf16", "fp16")  # predict's --precision (torch backend)

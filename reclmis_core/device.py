@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any
 
+from .choices import PRECISIONS
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -111,3 +112,74 @@ def apply_threads(threads: int | None, model_cfg: Any | None = None) -> int:
         torch.set_num_threads(n)
     log.debug("intra-op threads: %d (%s)", n, why)
     return n
+
+
+# --------------------------------------------------------------------------------------------------
+# CPU features and reduced precision
+# --------------------------------------------------------------------------------------------------
+
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform`` elsewhere)."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where not readable)."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_support(device_type: str) -> tuple[bool, str]:
+    """(supported, what provides it or why not) for bf16 on ``"cpu"`` or ``"cuda"``. On a CPU without
+    AVX512-BF16/AMX-BF16 bf16 is emulated and slower than fp32, so it counts as unsupported."""
+    import torch
+
+    if device_type == "cuda":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ok, "CUDA bf16" if ok else "this GPU has no bf16 support"
+    flags = cpu_flags()
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    mkldnn = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if native and mkldnn:
+        return True, "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16"
+    return False, "this CPU lacks AVX512-BF16/AMX-BF16 (bf16 would be emulated and slower than fp32)"
+
+
+def autocast_dtype(precision: str, device: Any) -> Any:
+    """The autocast dtype for ``precision`` on ``device`` (None for fp32); ConfigError where it is not supported
+    (bf16 without native support, fp16 off CUDA)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    kind = torch.device(device).type
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if kind != "cuda":
+            raise ConfigError("--precision fp16 runs on CUDA only (CPU fp16 kernels are slow and inexact); use "
+                              "--precision bf16 on a CPU with AVX512-BF16/AMX, or fp32")
+        return torch.float16
+    ok, why = bf16_support(kind)
+    if not ok:
+        raise ConfigError(f"--precision bf16 on {kind}: {why}; use --precision fp32 (or an int8 ONNX export: "
+                          "reclmis export --format onnx --int8)")
+    return torch.bfloat16

@@ -29,7 +29,7 @@ def environment_report() -> dict[str, Any]:
     """A JSON-friendly description of the environment (imports torch and, if installed, onnxruntime)."""
     import torch
 
-    from .bench.benchmark import cpu_flags, cpu_name
+    from .device import cpu_flags, cpu_name
     from .device import default_threads, physical_cores
 
     flags = cpu_flags()

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from reclmis_core.errors import ConfigError
+from reclmis_core.runtime.backends import BACKENDS, GPU_BACKENDS, QUICK_BACKENDS, TABLE_II_BACKENDS
 
 from ..console import handle_errors, print_table, quiet_mode, say
 from ..options import config_option, configurable, device_option, quiet_option, set_option, threads_option
@@ -96,6 +97,12 @@ def render(report) -> None:  # noqa: ANN001 - BenchReport
         say(f"note: {line}")
 
 
+def _backends(text: str, device_type: str) -> tuple[str, ...]:
+    if text.strip() == "all":
+        return GPU_BACKENDS if device_type == "cuda" else TABLE_II_BACKENDS
+    return tuple(b.strip() for b in text.split(",") if b.strip())
+
+
 @handle_errors
 @configurable("bench")
 def bench(
@@ -105,9 +112,9 @@ def bench(
     batch_sizes: str = typer.Option("1", "--batch-sizes", help="Comma list of batch sizes for latency "
                                     "(Table II: 1,8)."),
     backends: str = typer.Option(
-        "eager,onnx", "--backends",
-        help="Comma list: eager, eager-channels-last, eager-bf16, onnx, onnx-int8, compile, compile-bf16, or all "
-             "(Table II: eager,eager-channels-last,eager-bf16,onnx,onnx-int8,compile).",
+        ",".join(QUICK_BACKENDS), "--backends",
+        help=f"Comma list of {', '.join(BACKENDS)}; or all (Table II: {','.join(TABLE_II_BACKENDS)} on a CPU, "
+             f"{','.join(GPU_BACKENDS)} on CUDA).",
     ),
     text_len: int = typer.Option(18, "--text-len", help="Tokens per note for MACs and latency (reference: 18)."),
     runs: int = typer.Option(10, "--runs", help="Timed runs per measurement (Table II: 20)."),
@@ -125,7 +132,8 @@ def bench(
     set_: list[str] = set_option(),
 ) -> None:
     """Measure parameters, MACs/FLOPs, latency and training throughput (the paper's Table II)."""
-    from reclmis_core.bench import DEFAULT_BACKENDS, BenchConfig, run_benchmark
+    from reclmis_core.bench import BenchConfig, run_benchmark
+    from reclmis_core.device import resolve_device
     from reclmis_core.utils import atomic_write_text
 
     quiet_mode(quiet)
@@ -134,8 +142,7 @@ def bench(
     cfg = BenchConfig(
         preset=preset or "paper", checkpoint=str(checkpoint) if checkpoint else None, device=device,
         batch_sizes=_ints(batch_sizes, "--batch-sizes"),
-        backends=DEFAULT_BACKENDS if backends.strip() == "all" else tuple(b.strip() for b in backends.split(",")
-                                                                          if b.strip()),
+        backends=_backends(backends, resolve_device(device).type),
         text_len=text_len, runs=runs, warmup=warmup, train_batch=train_batch, latency=not no_latency,
         threads=threads, data=str(data) if data else None, split=split,
     )

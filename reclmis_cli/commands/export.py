@@ -25,6 +25,13 @@ def export(
         False, "--verify", help="Compare with eager PyTorch at batch 1 and 3 (different notes); fail if > 1e-4."
     ),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (onnx only)."),
+    int8: bool = typer.Option(False, "--int8", help="onnx: static int8 segmentation graph (predict --backend onnx "
+                              "runs it)."),
+    calib: Path | None = typer.Option(None, "--calib", help="Prepared DATA_DIR whose images calibrate --int8 "
+                                      "(default: phantoms, with a warning)."),
+    calib_images: int = typer.Option(32, "--calib-images", help="Calibration images taken from --calib."),
+    int8_min_dice: float = typer.Option(0.98, "--int8-min-dice", help="With --verify: refuse an int8 graph whose "
+                                        "masks agree with fp32's below this mean Dice on the calibration images."),
     quiet: bool = quiet_option(),
     config: Path | None = config_option(),
     set_: list[str] = set_option(),
@@ -37,7 +44,8 @@ def export(
     ckpt = checkpoint if checkpoint is not None else find_latest_checkpoint()
     if checkpoint is None:
         log.info("using the newest checkpoint: %s", ckpt)
-    res = export_model(ckpt, format, out_path, verify=verify, opset=opset, overwrite=overwrite)
+    res = export_model(ckpt, format, out_path, verify=verify, opset=opset, overwrite=overwrite, int8=int8,
+                       calib=calib, calib_images=calib_images, int8_min_dice=int8_min_dice)
     rows = [["output", res.path], ["files", ", ".join(res.files)], ["size", f"{res.size_mb:.1f} MB"],
             ["parameters", f"{res.params_exported / 1e6:.3f} M (inference model: {res.params_inference / 1e6:.3f} M)"]]
     if res.opset:
@@ -48,5 +56,11 @@ def export(
         cases = "; ".join(f"batch {c.batch}: {c.max_abs_diff:.2e}" for c in res.verify.cases)
         rows.append(["verify", f"passed, max |diff| {res.verify.max_abs_diff:.2e} <= {res.verify.tolerance:g} "
                                f"({res.verify.backend}; {cases})"])
+    if res.int8 is not None:
+        q = res.int8
+        rows.append(["int8", f"{q['kind']}, {q['ops'][0]} layers; calibration: {q['calibration']}"])
+        rows.append(["int8 vs fp32", f"mask Dice {q['mask_dice_vs_fp32']:.4f} (min {q['min_mask_dice_vs_fp32']:.4f}), "
+                                     f"max |prob diff| {q['max_prob_diff_vs_fp32']:.3f} on the calibration images"
+                                     + ("" if verify else " (not enforced without --verify)")])
     rows.append(["time", f"{res.seconds:.1f} s"])
     print_table(f"reclmis export --format {res.format}", ["what", "value"], rows, left=["value"], show_header=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from reclmis_core.choices import BACKENDS, FORMATS
+from reclmis_core.choices import BACKENDS, FORMATS, PRECISIONS
 
 from ..console import ProgressReporter, console, fail, handle_errors, quiet_mode, say
 from ..options import (
@@ -44,7 +44,12 @@ def predict(
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (mask over the image)."),
     save_prob: bool = typer.Option(False, "--save-prob", help="Also write the probability map (_prob.png / .npy)."),
     explain: bool = typer.Option(False, "--explain", help="Write W_poi heat map + W_woi word weights (Fig. 13)."),
-    backend: str = typer.Option("torch", "--backend", help=f"{' | '.join(BACKENDS)}."),
+    backend: str = typer.Option("torch", "--backend", help=f"{' | '.join(BACKENDS)} (onnx: an export folder "
+                                "from 'reclmis export --format onnx [--int8]' as --checkpoint)."),
+    precision: str = typer.Option("fp32", "--precision", help=f"torch backend: {' | '.join(PRECISIONS)} (bf16 "
+                                  "where the CPU/GPU has it, fp16 on CUDA only). An ONNX export runs at its own."),
+    workers: int = typer.Option(2, "--workers", help="Threads that read and preprocess inputs ahead of the model "
+                                "(0: none)."),
     window: str | None = typer.Option(None, "--window", help="CT/MR window CENTER,WIDTH or lung | mediastinum | "
                                       "soft-tissue | bone | brain (default: the file's own, lung for CT)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images/slices per forward pass "
@@ -62,8 +67,14 @@ def predict(
 ) -> None:
     """Segment images guided by a clinical note; writes masks in each input's own geometry + predictions.json."""
     from reclmis_core.device import apply_threads, parse_device
-    from reclmis_core.inference import NoteTable, PredictOptions, Predictor, collect_inputs, run_predict
-    from reclmis_core.inference.predictor import check_formats
+    from reclmis_core.inference import (
+        NoteTable,
+        PredictOptions,
+        Predictor,
+        check_formats,
+        collect_inputs,
+        run_predict,
+    )
 
     quiet = quiet_mode(quiet)
     if note is not None and notes is not None:
@@ -79,6 +90,13 @@ def predict(
     if backend == "onnx" and explain:
         fail("--explain needs the full checkpoint (W_poi/W_woi come from training-only modules that are not in "
              "the ONNX graphs); use --backend torch with --checkpoint CKPT")
+    if precision not in PRECISIONS:
+        fail(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if backend == "onnx" and precision != "fp32":
+        fail(f"--precision {precision} is for --backend torch; an ONNX export runs at the precision it was exported "
+             "with (reclmis export --format onnx --int8 for int8)")
+    if workers < 0:
+        fail(f"--workers must be >= 0, got {workers}")
     parse_device(device)
     table = NoteTable(notes) if notes is not None else None
 
@@ -95,7 +113,8 @@ def predict(
     for f in failures:
         log.warning("%s", f.error)
 
-    kwargs = {"note_cache": not no_note_cache, "window": window, "allow_uneven_slices": allow_uneven_slices}
+    kwargs = {"note_cache": not no_note_cache, "window": window, "allow_uneven_slices": allow_uneven_slices,
+              "workers": workers}
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
     if backend == "onnx":
@@ -108,8 +127,8 @@ def predict(
         ckpt = checkpoint if checkpoint is not None else find_latest_checkpoint()
         if checkpoint is None:
             log.info("using the newest checkpoint: %s", ckpt)
-        predictor = Predictor.from_checkpoint(ckpt, device=device, explain=explain, **kwargs)
-        apply_threads(threads, predictor.backend.model_cfg)
+        predictor = Predictor.from_checkpoint(ckpt, device=device, explain=explain, precision=precision, **kwargs)
+        apply_threads(threads, predictor.runtime.model_cfg)
     if predictor.uses_text and note is None and table is None and not predictor.note_optional:
         fail("this checkpoint is text-guided: give --note TEXT (one note for all) or --notes CSV (image,note)")
 

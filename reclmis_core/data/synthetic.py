@@ -94,6 +94,9 @@ def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
 
 
+LESION_ATTEMPTS = 20
+
+
 @dataclass
 class _Anatomy:
     image: np.ndarray  # float32 (S, S) 0..255 without lesions
@@ -221,21 +224,26 @@ def generate_item(cfg: SyntheticConfig, split: str, index: int) -> list[Syntheti
     img = anat.image.copy()
     labels = np.zeros((s, s), dtype=np.uint8)
     present: list[int] = []
-    for code in lesion_codes:
-        op = _lesion(rng, anat.zones, code, s)
-        if op is None:
-            continue
-        strength = float(rng.uniform(55, 90))
-        img += op * strength * (0.85 + 0.15 * _smooth_noise(rng, s, 24))
-        labels[op > 0.5] = code
-        present.append(code)
+    # Small images: a draw can place no lesion at all; draw again, then try every zone.
+    for attempt in range(LESION_ATTEMPTS + 1):
+        for code in (lesion_codes if attempt < LESION_ATTEMPTS else all_codes):
+            op = _lesion(rng, anat.zones, code, s)
+            if op is None:
+                continue
+            strength = float(rng.uniform(55, 90))
+            img += op * strength * (0.85 + 0.15 * _smooth_noise(rng, s, 24))
+            labels[op > 0.5] = code
+            present.append(code)
+        if present:
+            break
     img += rng.normal(0, 4.0, (s, s)).astype(np.float32)
     img8 = np.clip(img, 0, 255).astype(np.uint8)
     groups = [[c for c in g if c in present] for g in groups]
     if any(not g for g in groups):  # a zone too small for a lesion (rare): fall back to any present lesion
         groups = [g or [present[0]] for g in groups] if present else groups
     if not present:
-        raise RuntimeError("synthetic phantom without lesions")  # internal invariant, zones are large
+        raise DataError(f"--size {s}: no lesion fits the phantom's lung zones after {LESION_ATTEMPTS} draws and in any zone; "
+                        "use --size 64 or more")
     base = f"syn_{split}_{index:05d}"
     items = []
     for gi, g in enumerate(groups):

@@ -171,19 +171,17 @@ def evaluate(
         ds, batch_size=batch_size or cfg.infer.batch_size, shuffle=False, collate_fn=collate_fn,
         num_workers=cfg.data.num_workers,
     )
-    net = model.for_inference().to(dev).eval()
+    from ..runtime.torch_runtime import TorchRuntime
+
+    rt = TorchRuntime(model, cfg, dev)  # the runtime predict uses: the same logits for the same pixels and notes
     scores = ScoreAccumulator()
     leakage = LeakageAccumulator() if ds.has_lesion_labels else None
     rows: list[dict[str, Any]] = []
     done = 0
     for batch in loader:
-        image = batch["image"].to(dev)
         notes = [fed[i] for i in batch["id"]]
-        if uses_text:
-            tok = net.tokenize(notes)
-            logits = net(image, tok.input_ids.to(dev), tok.attention_mask.to(dev))
-        else:
-            logits = net(image)
+        feats, mask = rt.encode(notes) if uses_text else (None, None)
+        logits = rt.segment(batch["image"], feats, mask)
         pred = (torch.sigmoid(logits.float()) > thr).squeeze(1).cpu().numpy()
         target = (batch["mask"] > 0.5).squeeze(1).numpy()
         dice, iou = scores.update(pred, target)

@@ -44,6 +44,7 @@ from ..config import RunConfig, config_to_dict
 from ..data.preprocess import PreprocessPlan, normalise_batch
 from ..data.reference import SIDECAR_DESCRIPTION as REFERENCE_SIDECAR
 from ..errors import ConfigError
+from .quantize import DEFAULT_CALIB_IMAGES, DEFAULT_MIN_DICE
 from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, export_onnx, onnx_initializer_params, _dims
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class ExportResult:
     exporters: dict[str, str] = field(default_factory=dict)  # graph -> "dynamo" or the fallback and its reason
     verify: VerifyResult | None = None
     notes: list[str] = field(default_factory=list)
+    int8: dict[str, Any] | None = None  # the sidecar's quantization section (calibration, mask Dice vs fp32)
 
     def to_dict(self) -> dict[str, Any]:
         import dataclasses
@@ -347,15 +349,13 @@ def _compare(inf: Any, cfg: RunConfig, run: Callable[[Tensor, list[str]], np.nda
 
 
 def _verify_onnx(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
-    from .runtime import OnnxSegmenter
+    from ..runtime.onnx_runtime import OnnxRuntime
 
-    rt = OnnxSegmenter(folder, providers=["CPUExecutionProvider"])
+    rt = OnnxRuntime(folder, "cpu")  # the runtime predict --backend onnx uses
 
     def run(images: Tensor, notes: list[str]) -> np.ndarray:
-        if not rt.uses_text:
-            return rt.segment(images.numpy())
-        feats, mask = rt.encode_text(notes)
-        return rt.segment(images.numpy(), feats, mask)
+        feats, mask = rt.encode(notes) if rt.uses_text else (None, None)
+        return rt.segment(images, feats, mask).numpy()
 
     return _compare(inf, cfg, run, "onnxruntime-cpu")
 
@@ -425,7 +425,7 @@ class _DropMessages(logging.Filter):
 # export's own test notes (verification feeds fixed sample notes, some longer than the model's max_length).
 _NOISE = {
     "torch.onnx._internal.exporter._registration": ("torchvision is not installed",),
-    "reclmis_core.models.text.base": ("%d of %d notes were longer", ),
+    "reclmis_core.models.text.base": ("notes longer than", "%d of %d notes were longer"),
 }
 
 
@@ -450,6 +450,10 @@ def export_model(
     cfg: RunConfig | None = None,
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
+    int8: bool = False,
+    calib: str | Path | None = None,
+    calib_images: int = DEFAULT_CALIB_IMAGES,
+    int8_min_dice: float = DEFAULT_MIN_DICE,
 ) -> ExportResult:
     """Export the inference graph of a checkpoint folder or a built model.
 
@@ -462,6 +466,10 @@ def export_model(
         cfg: the run config when a model object is given (default: the model's own model config).
         opset: ONNX opset (onnx only).
         overwrite: replace an existing ``out`` (else ConfigError, checked before any work).
+        int8: (onnx) make the segmentation graph static int8 (``reclmis_core.export.quantize``), calibrated on
+            ``calib_images`` images of the prepared folder ``calib`` (phantoms when None, with a warning). With
+            ``verify``, refuse (ExportError, nothing written) when the int8 masks' mean Dice vs fp32 on the
+            calibration images is below ``int8_min_dice``.
 
     Returns:
         ExportResult with the files, size, parameter counts and the verification details.
@@ -473,6 +481,16 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format '{fmt}'. Available: {', '.join(FORMATS)}")
+    if (int8 or calib is not None) and fmt != "onnx":
+        raise ConfigError(f"--int8/--calib are for --format onnx (ONNX Runtime runs the int8 graph), not {fmt}")
+    if calib is not None and not int8:
+        raise ConfigError("--calib DATA_DIR calibrates an int8 export; add --int8")
+    if not 0.0 <= int8_min_dice <= 1.0:
+        raise ConfigError(f"--int8-min-dice must lie in [0, 1], got {int8_min_dice}")
+    if calib is not None:  # before any expensive work
+        from ..data.folders import check_data_dir
+
+        check_data_dir(calib)
     spec = FORMATS[fmt]
     _check_requirements(spec)
     dest = Path(out)
@@ -486,6 +504,7 @@ def export_model(
     inf = inf.eval()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    int8_tmp: Path | None = None
     try:
         log.info("exporting the inference graph as %s to %s", fmt, dest)
         with _quiet_export_noise():
@@ -510,14 +529,42 @@ def export_model(
                     f"--verify failed: the {fmt} export differs from eager PyTorch by max |diff| "
                     f"{result.verify.max_abs_diff:.3g} > {VERIFY_TOL:g}; nothing was written to {dest}"
                 )
+        final = tmp
+        if int8:
+            int8_tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.int8-", dir=dest.parent))
+            _quantize_into(int8_tmp, inf, run_cfg, tmp, dest, result, verify, calib, calib_images, int8_min_dice)
+            final = int8_tmp
         from ..engine.checkpoint import replace_folder
 
-        replace_folder(tmp, dest)
+        replace_folder(final, dest)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in (tmp, int8_tmp):
+            if folder is not None and folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _quantize_into(out: Path, inf: Any, cfg: RunConfig, fp32_dir: Path, dest: Path, result: ExportResult,
+                   verify: bool, calib: str | Path | None, n: int, min_dice: float) -> None:
+    """Quantize the fp32 export in ``fp32_dir`` into the empty folder ``out``; fill ``result``; with ``verify``,
+    ExportError when the int8 masks agree with fp32's below ``min_dice``."""
+    from .quantize import calibration_set, quantize_export
+
+    calibration = calibration_set(cfg, calib, n, inf.seg.uses_text)
+    log.info("quantizing the segmentation graph to int8 (calibration: %s)", calibration.source)
+    with _quiet_export_noise():
+        section = quantize_export(fp32_dir, out, calibration)
+    result.int8 = section
+    result.files = _folder_files(out)
+    result.size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    if verify and section["mask_dice_vs_fp32"] < min_dice:
+        raise ExportError(
+            f"--verify failed: the int8 graph's masks agree with fp32's at mean Dice {section['mask_dice_vs_fp32']:.4f} "
+            f"(min {section['min_mask_dice_vs_fp32']:.4f}) on the calibration images, below --int8-min-dice "
+            f"{min_dice:g}; nothing was written to {dest} (calibrate on more or more typical images with --calib, "
+            "or export fp32)"
+        )
 
 
 def list_formats() -> list[tuple[str, str]]:

@@ -1,18 +1,10 @@
 """Inference on users' own files: batched, note-cached prediction that keeps each input's geometry."""
 
 from .explain import Explanation, render_explanation
-from .predictor import (
-    Failure,
-    InputSpec,
-    NoteTable,
-    Prediction,
-    PredictOptions,
-    Predictor,
-    PredictReport,
-    collect_inputs,
-    run_predict,
-    write_prediction,
-)
+from .inputs import Failure, InputSpec, NoteTable, collect_inputs
+from .predictor import Prediction, Predictor
+from .run import PredictReport, run_predict
+from .writers import PredictOptions, check_formats, write_prediction
 from ..data.preprocess import Geometry, PreprocessPlan, plan_geometry, restore_map, to_model_pixels
 from ..engine.checkpoint import find_latest_checkpoint
 
@@ -27,6 +19,7 @@ __all__ = [
     "Prediction",
     "PreprocessPlan",
     "Predictor",
+    "check_formats",
     "collect_inputs",
     "find_latest_checkpoint",
     "plan_geometry",

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from reclmis_core.bench import BenchConfig, run_benchmark
-from reclmis_core.bench.benchmark import count_flops, fold_batchnorm
+from reclmis_core.bench.counting import count_flops
+from reclmis_core.runtime.torch_runtime import fold_batchnorm
 from reclmis_core.errors import ConfigError
 
 CONTRACT_KEYS = {

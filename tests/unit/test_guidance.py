@@ -149,7 +149,7 @@ def test_predict_without_a_note_only_for_models_trained_for_it(note_dropout, tmp
     import numpy as np
     from PIL import Image
 
-    from reclmis_core.inference.predictor import Failure, Predictor, collect_inputs
+    from reclmis_core.inference import Failure, Predictor, collect_inputs
 
     cfg = build_config("tiny", overrides={"model": {"image_size": 32}, "train": {"note_dropout": note_dropout}})
     model = build_model(cfg.model, corpus=NOTES)

@@ -23,7 +23,7 @@ from reclmis_core.inference import (
     run_predict,
     to_model_pixels,
 )
-from reclmis_core.inference.predictor import write_prediction
+from reclmis_core.inference import write_prediction
 
 NOTE = "Unilateral pulmonary infection, one infected area, lower left lung."
 CORPUS = [

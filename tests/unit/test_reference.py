@@ -133,7 +133,7 @@ def test_masked_padding_would_differ(converted, golden, images):
 
 
 def test_predict_save_prob_matches_reference_and_cache(converted, golden, images, tmp_path):
-    from reclmis_core.inference.predictor import Predictor, collect_inputs
+    from reclmis_core.inference import Predictor, collect_inputs
     from reclmis_core.data.preprocess import plan_geometry, restore_map
 
     meta, _, arrays = golden

@@ -1,0 +1,185 @@
+"""Writing one prediction: the mask in the input's own format and geometry, overlay, probabilities, explanation,
+and the per-input entry of ``predictions.json`` (lesion area, volume, count).
+
+Mask writers are a table (:data:`MASK_WRITERS`: format -> writer); ``resolve_format`` picks one per input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..choices import FORMATS
+from ..data.io import ImageMeta
+from ..errors import ConfigError, DataError, ReclmisError
+from ..metrics.components import count_components
+from .explain import render_explanation
+from .inputs import Failure, InputSpec
+from .predictor import Prediction
+from .restore import (
+    OutputSet,
+    overlay_image,
+    prob_to_uint8,
+    volume_prob_in_stored_order,
+    write_npy,
+    write_png,
+    write_png_mask,
+    write_volume_mask,
+)
+
+
+@dataclass
+class PredictOptions:
+    threshold: float | None = None  # (float) probability above which a pixel is foreground; None = checkpoint's
+    format: str = "auto"  # (str) auto | png | nifti | dicom-seg
+    overlay: bool = False  # (bool) write <stem>_overlay.png
+    save_prob: bool = False  # (bool) write <stem>_prob.png (2-D) / <stem>_prob.npy (volumes)
+    seg_description: str | None = None  # (str) DICOM SEG SeriesDescription; None = fixed text (never the note)
+
+
+
+def format_error(fmt: str, path: str | Path, kind: str, is_volume: bool | None = None) -> str | None:
+    """Why ``fmt`` cannot hold the mask of an input of this ``kind`` (None if it can). ``is_volume=None``: the
+    input is not read yet (only what its kind decides is checked)."""
+    if fmt == "png" and is_volume:
+        return f"{path}: is a volume; a PNG mask holds one 2-D image (use --format nifti or auto)"
+    if fmt == "nifti" and kind not in ("nifti", "dicom-series"):
+        return (f"{path}: --format nifti needs a NIfTI or DICOM-series input, got a {kind} image "
+                "(use --format png or auto)")
+    if fmt == "dicom-seg" and kind not in ("dicom", "dicom-series"):
+        return f"{path}: --format dicom-seg needs a DICOM input, got {kind} (use --format auto)"
+    return None
+
+
+def check_formats(specs: Sequence[InputSpec], fmt: str) -> tuple[list[InputSpec], list[Failure]]:
+    """Split inputs into those ``fmt`` can hold and Failures, before any model is loaded or run."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    ok, bad = [], []
+    for spec in specs:
+        error = format_error(fmt, spec.path, spec.kind)
+        if error is None:
+            ok.append(spec)
+        else:
+            bad.append(Failure(spec.given, error, spec.stem))
+    return ok, bad
+
+
+def resolve_format(fmt: str, meta: ImageMeta) -> str:
+    """The mask format for one input; DataError if ``fmt`` cannot hold it."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    if fmt == "auto":
+        if meta.kind == "dicom" and meta.is_volume:
+            return "dicom-seg"  # multi-frame file: the SEG keeps its frames together
+        return "nifti" if meta.is_volume else "png"
+    error = format_error(fmt, meta.path, meta.kind, meta.is_volume)
+    if error is not None:
+        raise DataError(error)
+    return fmt
+
+
+def _area_stats(mask: np.ndarray, meta: ImageMeta) -> dict[str, Any]:
+    px = int(mask.sum())
+    out: dict[str, Any] = {
+        "foreground_fraction": round(float(mask.mean()), 6),
+        "lesion_area_px": px,
+        "lesion_area_mm2": None,
+        "pixel_spacing_mm": list(meta.spacing) if meta.spacing else None,
+    }
+    if meta.spacing:
+        out["lesion_area_mm2"] = round(px * float(meta.spacing[0]) * float(meta.spacing[1]), 3)
+    if mask.ndim == 2:
+        out["lesion_count"] = count_components(mask > 0)  # connected regions, 8-connectivity
+    if mask.ndim == 3:
+        out["lesion_voxels"] = px
+        out["slices_with_lesion"] = int(mask.reshape(mask.shape[0], -1).any(axis=1).sum())
+        out["lesion_volume_mm3"] = (
+            round(out["lesion_area_mm2"] * float(meta.slice_spacing), 3)
+            if out["lesion_area_mm2"] is not None and meta.slice_spacing
+            else None
+        )
+    return out
+
+
+def _png(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> None:
+    write_png_mask(outs.path("mask", "_mask.png"), mask, meta)
+
+
+def _nifti(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> None:
+    write_volume_mask(outs.path("mask", "_mask.nii.gz"), mask, meta)
+
+
+def _dicom_seg(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> None:
+    from .dicom_seg import write_dicom_seg
+
+    write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, opts.seg_description)
+
+
+# Mask writers by --format (``auto`` resolves to one of them per input); FORMATS in reclmis_core.choices lists
+# the same names for the CLI help (a test keeps the two equal).
+MASK_WRITERS: dict[str, Callable[[OutputSet, np.ndarray, ImageMeta, PredictOptions], None]] = {
+    "png": _png,
+    "nifti": _nifti,
+    "dicom-seg": _dicom_seg,
+}
+
+
+def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> dict[str, Any]:
+    """Write one input's files (each atomically); on any error remove what was written and re-raise."""
+    meta = pred.meta
+    fmt = resolve_format(opts.format, meta)
+    if opts.threshold is None:
+        raise ConfigError("write_prediction needs a threshold (run_predict fills in the checkpoint's)")
+    mask = pred.mask(opts.threshold)
+    outs = OutputSet(out_dir, pred.spec.stem)
+    entry: dict[str, Any] = {
+        "input": str(pred.spec.path),
+        "stem": pred.spec.stem,
+        "kind": meta.kind,
+        "modality": meta.modality,
+        "shape": list(mask.shape),
+        "note": pred.note,
+        "threshold": opts.threshold,
+        "format": fmt,
+    }
+    entry.update(_area_stats(mask, meta))
+    # the slice shown in 2-D views of a volume: the one with the largest lesion (middle one if none)
+    if pred.is_volume:
+        areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
+        z = int(np.argmax(areas)) if areas.max() > 0 else mask.shape[0] // 2
+        img2d, mask2d = pred.image8[z], mask[z]
+        entry["view_slice"] = z
+    else:
+        z, img2d, mask2d = 0, pred.image8, mask
+    try:
+        MASK_WRITERS[fmt](outs, mask, meta, opts)
+        if opts.overlay:
+            write_png(outs.path("overlay", "_overlay.png"), overlay_image(img2d, mask2d))
+        if opts.save_prob:
+            if pred.is_volume:
+                write_npy(outs.path("prob", "_prob.npy"), volume_prob_in_stored_order(pred.prob, meta))
+            else:
+                write_png(outs.path("prob", "_prob.png"), prob_to_uint8(pred.prob))
+        if pred.explanations is not None:
+            exp = pred.explanations[z]
+            fig = render_explanation(img2d, mask2d, exp, pred.geometry, pred.note)
+            write_png(outs.path("explain", "_explain.png"), fig)
+            entry["word_weights"] = exp.word_weights()
+            entry["top_words"] = exp.top_words()
+            entry["patch_grid"] = list(exp.w_poi.shape)
+    except (ReclmisError, OSError) as exc:
+        outs.discard()
+        if isinstance(exc, OSError):
+            raise DataError(f"{pred.spec.path}: cannot write outputs to {out_dir} ({exc})") from None
+        raise
+    except BaseException:
+        outs.discard()
+        raise
+    entry["outputs"] = {k: str(p.resolve()) for k, p in outs.files.items()}
+    entry["seconds"] = round(pred.seconds, 4)
+    return entry

@@ -1,0 +1,86 @@
+"""The runtime interface: encode notes, segment preprocessed images (see the package docstring)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.preprocess import PreprocessPlan
+from ..errors import ConfigError
+
+
+class Runtime:
+    """Encode notes and segment preprocessed images; what every caller that runs a model talks to.
+
+    Attributes set by the implementations:
+        name: ``torch`` or ``onnx``; ``description``: one line for reports.
+        plan: the preprocessing the model was trained with (``PreprocessPlan``).
+        preprocessing: ``reclmis`` or ``reference`` (the public code's, see ``reclmis_core.data.reference``).
+        threshold: the checkpoint's (or export's) ``infer.threshold``.
+        uses_text: the model is text-guided; ``note_optional``: it was also trained without notes.
+        tokenizer, max_length: the note tokenizer and its length (None / 0 for image-only models).
+        device: where ``segment``'s inputs go (CPU for ONNX Runtime, whose provider picks the device).
+        model_cfg: the model config (sizes the thread default) or None (an export carries none).
+        explain: :meth:`segment` also returns W_poi / W_woi.
+    """
+
+    name = "runtime"
+    description = ""
+    plan: PreprocessPlan
+    preprocessing = "reclmis"
+    threshold = 0.5
+    uses_text = False
+    note_optional = False
+    tokenizer: Any = None
+    max_length = 0
+    device = torch.device("cpu")
+    model_cfg: Any = None
+    explain = False
+    precision = "fp32"  # fp32 | bf16 | fp16 (torch autocast) | int8 (an int8 ONNX export)
+
+    def tokenize(self, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Notes -> (input_ids, attention_mask), int64 (N, L)."""
+        raise NotImplementedError
+
+    def encode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token ids + mask (N, L) -> text features float32 (N, L, D)."""
+        raise NotImplementedError
+
+    def encode(self, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Notes -> (text features float32 (N, L, D), mask (N, L))."""
+        ids, mask = self.tokenize(notes)
+        return self.encode_ids(ids, mask), mask
+
+    def segment(self, images: torch.Tensor, feats: torch.Tensor | None = None, mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Preprocessed images (B, C, S, S) float32 (+ note features/mask) -> logits float32 (B, 1, S, S)."""
+        raise NotImplementedError
+
+    def segment_explain(self, images: torch.Tensor, feats: torch.Tensor | None, mask: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(logits, W_poi, W_woi); only runtimes built with ``explain=True`` have the interest weights."""
+        return self.segment(images, feats, mask), None, None
+
+
+def open_runtime(path: str | Path, device: str = "auto", precision: str = "fp32", threads: int | None = None,
+                 explain: bool = False) -> Runtime:
+    """A checkpoint folder (``config.json`` + ``model.safetensors``) -> TorchRuntime; an ONNX export folder
+    (``reclmis_export.json``) -> OnnxRuntime. ConfigError/CheckpointError for anything else."""
+    from ..export.onnx import SIDECAR
+
+    folder = Path(path)
+    if (folder / SIDECAR).is_file():
+        if precision != "fp32":
+            raise ConfigError(f"--precision {precision} is for the torch backend; an ONNX export runs at the "
+                              "precision it was exported with (reclmis export --format onnx --int8 for int8)")
+        from .onnx_runtime import OnnxRuntime
+
+        return OnnxRuntime(folder, device, threads)
+    from ..engine.checkpoint import load_checkpoint
+    from .torch_runtime import TorchRuntime
+
+    model, cfg, doc = load_checkpoint(folder)
+    return TorchRuntime(model, cfg, device, precision=precision, explain=explain,
+                        plan=PreprocessPlan.from_checkpoint(cfg, doc))

@@ -1,0 +1,154 @@
+"""The one runtime interface: TorchRuntime equals the model, the fast path and int8 stay close, precision and
+backend names are checked, int8 exports calibrate and verify, predict reads ahead without changing results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from reclmis_core.choices import BACKENDS as CLI_BACKENDS
+from reclmis_core.choices import FORMATS
+from reclmis_core.config import build_config
+from reclmis_core.device import autocast_dtype, bf16_support
+from reclmis_core.engine.checkpoint import save_checkpoint
+from reclmis_core.errors import ConfigError
+from reclmis_core.export import SAMPLE_NOTES, ExportError, export_model, sample_images
+from reclmis_core.export.quantize import mask_dice
+from reclmis_core.models import build_model
+from reclmis_core.runtime.backends import BACKENDS, PREDICT_BACKENDS, backend_spec
+from reclmis_core.runtime.torch_runtime import TorchRuntime
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = build_config("tiny", overrides={"model": {"image_size": 48, "text": {"layers": 1}}})
+    model = build_model(cfg.model, corpus=SAMPLE_NOTES).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics, so a folding mistake would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    folder = save_checkpoint(model, cfg, tmp_path_factory.mktemp("ckpt") / "best")
+    return model, cfg, folder
+
+
+def test_mask_dice_hand_computed():
+    a = np.array([[[1, 1, 0, 0]], [[0, 0, 0, 0]], [[1, 0, 0, 0]]], dtype=bool)
+    b = np.array([[[1, 0, 1, 0]], [[0, 0, 0, 0]], [[0, 1, 0, 0]]], dtype=bool)
+    # 2*1/(2+2) = 0.5; two empty masks agree = 1; disjoint = 0
+    assert mask_dice(a, b).tolist() == [0.5, 1.0, 0.0]
+
+
+def test_torch_runtime_equals_the_inference_model(tiny):
+    model, cfg, _ = tiny
+    rt = TorchRuntime(model, cfg, "cpu")
+    images = sample_images(cfg, 3, seed=1)
+    notes = SAMPLE_NOTES[:3]
+    tok = model.tokenize(notes)
+    with torch.no_grad():
+        want = model.for_inference()(images, tok.input_ids, tok.attention_mask)
+    feats, mask = rt.encode(notes)
+    assert torch.equal(rt.segment(images, feats, mask), want)
+    fast = TorchRuntime(model, cfg, "cpu", fast=True)
+    assert torch.allclose(fast.segment(images, feats, mask), want, atol=1e-4)
+
+
+def test_precision_rules():
+    assert autocast_dtype("fp32", "cpu") is None
+    with pytest.raises(ConfigError, match="CUDA only"):
+        autocast_dtype("fp16", "cpu")
+    with pytest.raises(ConfigError, match="must be one of"):
+        autocast_dtype("int4", "cpu")
+    ok, why = bf16_support("cpu")
+    if ok:
+        assert autocast_dtype("bf16", "cpu") is torch.bfloat16
+    else:
+        with pytest.raises(ConfigError, match="bf16"):
+            autocast_dtype("bf16", "cpu")
+
+
+def test_backend_table_is_the_one_list():
+    assert PREDICT_BACKENDS == CLI_BACKENDS == ("torch", "onnx")
+    assert {b.runtime for b in BACKENDS.values()} == set(PREDICT_BACKENDS)
+    with pytest.raises(ConfigError, match="Available: eager"):
+        backend_spec("eagr")
+    from reclmis_core.inference.writers import MASK_WRITERS
+
+    assert ("auto", *MASK_WRITERS) == FORMATS
+
+
+def test_int8_export_calibrates_names_its_graph_and_runs_in_predict(tiny, tmp_path, caplog):
+    pytest.importorskip("onnxruntime")
+    _, cfg, folder = tiny
+    out = tmp_path / "int8"
+    with caplog.at_level("WARNING"):
+        res = export_model(folder, "onnx", out, verify=True, int8=True, calib_images=8, int8_min_dice=0.0)
+    assert "phantom" in caplog.text  # no --calib: calibrated on phantoms, with a warning
+    assert set(res.files) == {"segmentation.int8.onnx", "text_encoder.onnx", "reclmis_export.json"}
+    side = json.loads((out / "reclmis_export.json").read_text())
+    q = side["quantization"]
+    assert side["graphs"]["segmentation"]["file"] == "segmentation.int8.onnx"
+    assert q["n_calibration_images"] == 8 and "phantom" in q["calibration"]
+    assert 0.0 <= q["mask_dice_vs_fp32"] <= 1.0 and q == res.int8
+    assert "node_conv2d" in q["fp32_nodes"]  # the image's first convolution stays fp32
+
+    from reclmis_core.runtime.onnx_runtime import OnnxRuntime
+
+    rt = OnnxRuntime(out, "cpu")
+    assert rt.precision == "int8"
+    images = sample_images(cfg, 2, seed=2)
+    logits = rt.segment(images, *rt.encode(SAMPLE_NOTES[:2]))
+    assert logits.shape == (2, 1, 48, 48) and torch.isfinite(logits).all()
+
+
+def test_int8_refused_below_min_dice_writes_nothing(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import reclmis_core.export.quantize as quantize
+
+    real = quantize.quantize_export
+
+    def worse(src, dst, calib):
+        section = real(src, dst, calib)
+        section.update(mask_dice_vs_fp32=0.5, min_mask_dice_vs_fp32=0.1)
+        return section
+
+    monkeypatch.setattr(quantize, "quantize_export", worse)
+    out = tmp_path / "int8"
+    with pytest.raises(ExportError, match="int8-min-dice 0.98; nothing was written"):
+        export_model(tiny[2], "onnx", out, verify=True, int8=True, calib_images=4)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+def test_int8_option_errors(tiny, tmp_path):
+    folder = tiny[2]
+    with pytest.raises(ConfigError, match="--format onnx"):
+        export_model(folder, "torch-export", tmp_path / "a", int8=True)
+    with pytest.raises(ConfigError, match="add --int8"):
+        export_model(folder, "onnx", tmp_path / "b", calib=tmp_path)
+    with pytest.raises(ConfigError, match="int8-min-dice"):
+        export_model(folder, "onnx", tmp_path / "c", int8=True, int8_min_dice=1.5)
+
+
+def test_read_ahead_workers_give_the_same_predictions_in_order(tiny, tmp_path):
+    from PIL import Image
+
+    from reclmis_core.inference import Predictor, collect_inputs
+
+    _, _, folder = tiny
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        size = (40 + 3 * i, 48)
+        Image.fromarray(rng.integers(0, 255, size, dtype=np.uint8)).save(tmp_path / f"img{i}.png")
+    specs, bad = collect_inputs([str(tmp_path)])
+    assert not bad
+    results = {}
+    for workers in (0, 3):
+        pred = Predictor.from_checkpoint(folder, workers=workers, batch_size=3)
+        results[workers] = list(pred.predict([(s, SAMPLE_NOTES[i % 3]) for i, s in enumerate(specs)]))
+    assert [r.spec.stem for r in results[0]] == [r.spec.stem for r in results[3]] == [s.stem for s in specs]
+    for a, b in zip(results[0], results[3]):
+        assert np.array_equal(a.prob, b.prob)
