@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------
 # Stage configs
@@ -60,9 +64,14 @@ class ModelConfig:
     use_cvr: bool = True  # (bool) conditioned vision reconstruction (text -> masked image features)
     use_clr: bool = True  # (bool) conditioned language reconstruction (image -> masked text features)
     use_ccl: bool = True  # (bool) conditioned contrastive loss
-    cvr_condition: bool = True  # (bool) weight CVR attention/loss by W_woi / W_poi
-    clr_condition: bool = True  # (bool) weight CLR attention/loss by W_poi / W_woi
+    cvr_attn_condition: bool = True  # (bool) CVR attention to the note conditioned by W_woi (Eq. 7)
+    cvr_loss_condition: bool = True  # (bool) CVR MSE weighted by W_poi (Eq. 8); off: plain mean (the reference)
+    clr_attn_condition: bool = True  # (bool) CLR attention to the image conditioned by W_poi (Eq. 9)
+    clr_loss_condition: bool = True  # (bool) CLR MSE weighted by W_woi (Eq. 10); off: plain mean (the reference)
+    clr_mean_pads: bool = False  # (bool) unweighted CLR MSE also averages over pad slots (the reference's .mean() over all token slots); no effect while clr_loss_condition weights it (W_woi is 0 on pads)
     ccl_condition: bool = True  # (bool) weight CCL similarity by W_poi and W_woi (else plain means)
+    ccl_weights: str = "paper"  # (str) paper: the CCL weights as they are, pads left out | reference: softmax applied a second time over every slot (pads take weight) and pad cosines count as 0 in the best-word max (the public code)
+    interest_dropout: float = 0.0  # (float) dropout on V' and E' before the W_poi / W_woi MLPs, training only (the reference's config.dropout/dropout_value: QaTa off, MosMedData+ 0.5)
     ccl_same_note: bool = True  # (bool) images of a batch with the same note are CCL positives (paper: negatives)
     condition_mode: str = "reference"  # (str) reference: weight attention after softmax; literal: Eq. 7/9
     recon_attention: str = "cross"  # (str) cross (paper) | self (Table V: masked query attends to itself)
@@ -85,8 +94,10 @@ class LossConfig:
     cvr: float = 1.0  # (float) lambda2, weight of L_T2V (vision reconstruction)
     ccl: float = 0.2  # (float) lambda3, weight of the conditioned contrastive loss
     seg: float = 5.0  # (float) lambda4, weight of Dice + BCE
-    dice: float = 1.0  # (float) weight of Dice inside the segmentation term
-    bce: float = 1.0  # (float) weight of BCE inside the segmentation term
+    dice: float = 1.0  # (float) weight of Dice inside the segmentation term (the reference: 0.5)
+    bce: float = 1.0  # (float) weight of BCE inside the segmentation term (the reference: 0.5)
+    dice_denominator: str = "linear"  # (str) linear: sum p + sum t | squared: sum p^2 + sum t^2 (the reference's WeightedDiceLoss)
+    dice_smooth: float = 1e-5  # (float) added to the Dice numerator and denominator, per image (the reference: 1e-5 on features scaled by 0.5, i.e. 4e-5 here)
 
 
 @dataclass
@@ -256,9 +267,41 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: Renamed config keys, accepted for one release: old dotted key -> the new keys it sets (to its value).
+RENAMED_KEYS: dict[str, tuple[str, ...]] = {
+    "model.cvr_condition": ("model.cvr_attn_condition", "model.cvr_loss_condition"),
+    "model.clr_condition": ("model.clr_attn_condition", "model.clr_loss_condition"),
+}
+
+
+def migrate_renamed_keys(data: dict[str, Any], warn: bool = True) -> dict[str, Any]:
+    """``data`` with each renamed key replaced by its new keys (a new key given explicitly wins).
+
+    ``warn``: a DeprecationWarning (and a log warning, which the CLI shows) per old key; checkpoints written
+    before the rename are migrated without one (``warn=False``).
+    """
+    out = data
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        node = out.get(section)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        node = dict(node)
+        value = node.pop(key)
+        for target in new:
+            node.setdefault(target.split(".", 1)[1], value)
+        out = {**out, section: node}
+        if warn:
+            message = (f"config key '{old}' is deprecated and will be removed in the next release; it sets "
+                       f"{' and '.join(new)}: use those")
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            log.warning(message)
+    return out
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from a (possibly partial) nested dict; unknown keys raise ConfigError."""
-    merged = deep_merge(config_to_dict(RunConfig()), data)
+    merged = deep_merge(config_to_dict(RunConfig()), migrate_renamed_keys(data))
     cfg = _from_dict(RunConfig, merged)
     validate_config(cfg)
     return cfg
@@ -337,6 +380,8 @@ _CHOICES = {
     "model.condition_mode": ("reference", "literal"),
     "model.recon_target": ("paper", "reference"),
     "model.mask_strategy": ("dist", "random", "topk"),
+    "model.ccl_weights": ("paper", "reference"),
+    "loss.dice_denominator": ("linear", "squared"),
     "train.scheduler": ("cosine", "constant"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
     "train.on_nonfinite": ("stop", "skip"),
@@ -394,6 +439,10 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if not 0.0 <= m.interest_dropout < 1.0:
+        raise ConfigError(f"model.interest_dropout must lie in [0, 1), got {m.interest_dropout}")
+    if cfg.loss.dice_smooth < 0:
+        raise ConfigError(f"loss.dice_smooth must be >= 0, got {cfg.loss.dice_smooth}")
     if not 0.0 < cfg.infer.threshold < 1.0:
         raise ConfigError(f"infer.threshold must lie in (0, 1), got {cfg.infer.threshold}")
 
