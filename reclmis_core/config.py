@@ -118,9 +118,13 @@ class TrainConfig:
     epochs: int = 200  # (int) passes over the training split
     batch_size: int = 32  # (int) images per optimisation step per process
     lr: float = 3e-4  # (float) peak learning rate (Adam)
-    weight_decay: float = 1e-5  # (float) Adam weight decay (the reference's configs set 1e-5 but its Adam gets none)
-    scheduler: str = "cosine"  # (str) cosine | constant
-    warmup_epochs: int = 0  # (int) linear warm-up before the cosine decay
+    weight_decay: float = 1e-5  # (float) Adam weight decay; the paper does not say; the reference's configs set 1e-5 but never pass it to Adam (the reference recipe: 0)
+    scheduler: str = "cosine"  # (str) cosine: per step to 0 | constant | cosine-restarts: per epoch, SGDR (the reference QaTa) | exponential: per epoch, lr * max(decay_gamma^epoch, decay_floor) (the reference MosMedData+)
+    warmup_epochs: int = 0  # (int) linear warm-up before the cosine decay (cosine and constant only)
+    restart_epochs: int = 10  # (int) cosine-restarts: epochs per cosine cycle, T_0 (the reference: 10)
+    restart_min_lr: float = 1e-4  # (float) cosine-restarts: lr at the end of each cycle, eta_min (the reference: 1e-4)
+    decay_gamma: float = 0.99  # (float) exponential: lr factor per epoch (the reference: 0.99)
+    decay_floor: float = 0.1  # (float) exponential: the factor never falls below this (the reference: 0.1)
     grad_accum: int = 1  # (int) gradient accumulation steps
     mixed_precision: str = "no"  # (str) no | bf16 | fp16
     seed: int = 3407  # (int) global seed (the reference's), offset by process rank
@@ -382,7 +386,7 @@ _CHOICES = {
     "model.mask_strategy": ("dist", "random", "topk"),
     "model.ccl_weights": ("paper", "reference"),
     "loss.dice_denominator": ("linear", "squared"),
-    "train.scheduler": ("cosine", "constant"),
+    "train.scheduler": ("cosine", "constant", "cosine-restarts", "exponential"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
     "train.on_nonfinite": ("stop", "skip"),
 }
@@ -443,6 +447,16 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"model.interest_dropout must lie in [0, 1), got {m.interest_dropout}")
     if cfg.loss.dice_smooth < 0:
         raise ConfigError(f"loss.dice_smooth must be >= 0, got {cfg.loss.dice_smooth}")
+    if t.scheduler in ("cosine-restarts", "exponential") and t.warmup_epochs:
+        raise ConfigError(f"train.scheduler={t.scheduler} has no warm-up: set train.warmup_epochs=0 "
+                          f"(got {t.warmup_epochs}) or use train.scheduler=cosine|constant")
+    if t.restart_epochs < 1:
+        raise ConfigError(f"train.restart_epochs must be >= 1, got {t.restart_epochs}")
+    if t.scheduler == "cosine-restarts" and not 0.0 <= t.restart_min_lr <= t.lr:
+        raise ConfigError(f"train.restart_min_lr must lie in [0, train.lr={t.lr:g}], got {t.restart_min_lr:g}")
+    if not 0.0 < t.decay_gamma <= 1.0 or not 0.0 <= t.decay_floor <= 1.0:
+        raise ConfigError(f"train.decay_gamma must lie in (0, 1] and train.decay_floor in [0, 1], got "
+                          f"{t.decay_gamma:g} and {t.decay_floor:g}")
     if not 0.0 < cfg.infer.threshold < 1.0:
         raise ConfigError(f"infer.threshold must lie in (0, 1), got {cfg.infer.threshold}")
 
