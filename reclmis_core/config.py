@@ -146,6 +146,7 @@ class InferConfig:
 class RunConfig:
     name: str = "run"  # (str) run name; RUN_DIR defaults to runs/<name>
     preset: str = "paper"  # (str) preset this config started from
+    recipe: str = ""  # (str) training recipe applied on top of the preset (e.g. paper-qata, reference-qata); "" = none
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -347,18 +348,32 @@ def build_config(
     preset: str | None = "paper",
     yaml_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    recipe: str | None = None,
 ) -> RunConfig:
-    """Defaults < preset < YAML file < overrides, merged once and validated once.
+    """Defaults < preset < recipe < YAML file < overrides, merged once and validated once.
 
-    A YAML file may name its own ``preset``; an explicit ``preset`` argument wins over it.
+    A YAML file may name its own ``preset`` and ``recipe``; explicit arguments win over them. ``recipe`` is a
+    full recipe name (:data:`reclmis_core.recipes.RECIPES`, e.g. ``reference-qata``), recorded in ``recipe``.
+
+    Example:
+        >>> build_config("paper", recipe="reference-qata").train.scheduler
+        'cosine-restarts'
     """
     file_data = load_yaml(yaml_path) if yaml_path else {}
     name = preset or file_data.get("preset") or "paper"
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'. Available: {', '.join(preset_names())}")
-    data = deep_merge(PRESETS[name], file_data)
+    if "recipe" in (overrides or {}):
+        raise ConfigError("a recipe is chosen with --recipe NAME (build_config(recipe=...)), not set as a value")
+    recipe = recipe or file_data.get("recipe") or ""
+    data = PRESETS[name]
+    if recipe:
+        from .recipes import get_training_recipe
+
+        data = deep_merge(data, get_training_recipe(recipe).overrides)
+    data = deep_merge(data, file_data)
     data = deep_merge(data, overrides or {})
-    data["preset"] = name
+    data["preset"], data["recipe"] = name, recipe
     return config_from_dict(data)
 
 
