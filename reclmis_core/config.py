@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------
 # Stage configs
@@ -60,9 +64,14 @@ class ModelConfig:
     use_cvr: bool = True  # (bool) conditioned vision reconstruction (text -> masked image features)
     use_clr: bool = True  # (bool) conditioned language reconstruction (image -> masked text features)
     use_ccl: bool = True  # (bool) conditioned contrastive loss
-    cvr_condition: bool = True  # (bool) weight CVR attention/loss by W_woi / W_poi
-    clr_condition: bool = True  # (bool) weight CLR attention/loss by W_poi / W_woi
+    cvr_attn_condition: bool = True  # (bool) CVR attention to the note conditioned by W_woi (Eq. 7)
+    cvr_loss_condition: bool = True  # (bool) CVR MSE weighted by W_poi (Eq. 8); off: plain mean (the reference)
+    clr_attn_condition: bool = True  # (bool) CLR attention to the image conditioned by W_poi (Eq. 9)
+    clr_loss_condition: bool = True  # (bool) CLR MSE weighted by W_woi (Eq. 10); off: plain mean (the reference)
+    clr_mean_pads: bool = False  # (bool) unweighted CLR MSE also averages over pad slots (the reference's .mean() over all token slots); no effect while clr_loss_condition weights it (W_woi is 0 on pads)
     ccl_condition: bool = True  # (bool) weight CCL similarity by W_poi and W_woi (else plain means)
+    ccl_weights: str = "paper"  # (str) paper: the CCL weights as they are, pads left out | reference: softmax applied a second time over every slot (pads take weight) and pad cosines count as 0 in the best-word max (the public code)
+    interest_dropout: float = 0.0  # (float) dropout on V' and E' before the W_poi / W_woi MLPs, training only (the reference's config.dropout/dropout_value: QaTa off, MosMedData+ 0.5)
     ccl_same_note: bool = True  # (bool) images of a batch with the same note are CCL positives (paper: negatives)
     condition_mode: str = "reference"  # (str) reference: weight attention after softmax; literal: Eq. 7/9
     recon_attention: str = "cross"  # (str) cross (paper) | self (Table V: masked query attends to itself)
@@ -85,8 +94,10 @@ class LossConfig:
     cvr: float = 1.0  # (float) lambda2, weight of L_T2V (vision reconstruction)
     ccl: float = 0.2  # (float) lambda3, weight of the conditioned contrastive loss
     seg: float = 5.0  # (float) lambda4, weight of Dice + BCE
-    dice: float = 1.0  # (float) weight of Dice inside the segmentation term
-    bce: float = 1.0  # (float) weight of BCE inside the segmentation term
+    dice: float = 1.0  # (float) weight of Dice inside the segmentation term (the reference: 0.5)
+    bce: float = 1.0  # (float) weight of BCE inside the segmentation term (the reference: 0.5)
+    dice_denominator: str = "linear"  # (str) linear: sum p + sum t | squared: sum p^2 + sum t^2 (the reference's WeightedDiceLoss)
+    dice_smooth: float = 1e-5  # (float) added to the Dice numerator and denominator, per image (the reference: 1e-5 on features scaled by 0.5, i.e. 4e-5 here)
 
 
 @dataclass
@@ -107,9 +118,13 @@ class TrainConfig:
     epochs: int = 200  # (int) passes over the training split
     batch_size: int = 32  # (int) images per optimisation step per process
     lr: float = 3e-4  # (float) peak learning rate (Adam)
-    weight_decay: float = 1e-5  # (float) Adam weight decay (the reference's configs set 1e-5 but its Adam gets none)
-    scheduler: str = "cosine"  # (str) cosine | constant
-    warmup_epochs: int = 0  # (int) linear warm-up before the cosine decay
+    weight_decay: float = 1e-5  # (float) Adam weight decay; the paper does not say; the reference's configs set 1e-5 but never pass it to Adam (the reference recipe: 0)
+    scheduler: str = "cosine"  # (str) cosine: per step to 0 | constant | cosine-restarts: per epoch, SGDR (the reference QaTa) | exponential: per epoch, lr * max(decay_gamma^epoch, decay_floor) (the reference MosMedData+)
+    warmup_epochs: int = 0  # (int) linear warm-up before the cosine decay (cosine and constant only)
+    restart_epochs: int = 10  # (int) cosine-restarts: epochs per cosine cycle, T_0 (the reference: 10)
+    restart_min_lr: float = 1e-4  # (float) cosine-restarts: lr at the end of each cycle, eta_min (the reference: 1e-4)
+    decay_gamma: float = 0.99  # (float) exponential: lr factor per epoch (the reference: 0.99)
+    decay_floor: float = 0.1  # (float) exponential: the factor never falls below this (the reference: 0.1)
     grad_accum: int = 1  # (int) gradient accumulation steps
     mixed_precision: str = "no"  # (str) no | bf16 | fp16
     seed: int = 3407  # (int) global seed (the reference's), offset by process rank
@@ -131,6 +146,7 @@ class InferConfig:
 class RunConfig:
     name: str = "run"  # (str) run name; RUN_DIR defaults to runs/<name>
     preset: str = "paper"  # (str) preset this config started from
+    recipe: str = ""  # (str) training recipe applied on top of the preset (e.g. paper-qata, reference-qata); "" = none
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -256,9 +272,41 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: Renamed config keys, accepted for one release: old dotted key -> the new keys it sets (to its value).
+RENAMED_KEYS: dict[str, tuple[str, ...]] = {
+    "model.cvr_condition": ("model.cvr_attn_condition", "model.cvr_loss_condition"),
+    "model.clr_condition": ("model.clr_attn_condition", "model.clr_loss_condition"),
+}
+
+
+def migrate_renamed_keys(data: dict[str, Any], warn: bool = True) -> dict[str, Any]:
+    """``data`` with each renamed key replaced by its new keys (a new key given explicitly wins).
+
+    ``warn``: a DeprecationWarning (and a log warning, which the CLI shows) per old key; checkpoints written
+    before the rename are migrated without one (``warn=False``).
+    """
+    out = data
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        node = out.get(section)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        node = dict(node)
+        value = node.pop(key)
+        for target in new:
+            node.setdefault(target.split(".", 1)[1], value)
+        out = {**out, section: node}
+        if warn:
+            message = (f"config key '{old}' is deprecated and will be removed in the next release; it sets "
+                       f"{' and '.join(new)}: use those")
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            log.warning(message)
+    return out
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from a (possibly partial) nested dict; unknown keys raise ConfigError."""
-    merged = deep_merge(config_to_dict(RunConfig()), data)
+    merged = deep_merge(config_to_dict(RunConfig()), migrate_renamed_keys(data))
     cfg = _from_dict(RunConfig, merged)
     validate_config(cfg)
     return cfg
@@ -300,18 +348,32 @@ def build_config(
     preset: str | None = "paper",
     yaml_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    recipe: str | None = None,
 ) -> RunConfig:
-    """Defaults < preset < YAML file < overrides, merged once and validated once.
+    """Defaults < preset < recipe < YAML file < overrides, merged once and validated once.
 
-    A YAML file may name its own ``preset``; an explicit ``preset`` argument wins over it.
+    A YAML file may name its own ``preset`` and ``recipe``; explicit arguments win over them. ``recipe`` is a
+    full recipe name (:data:`reclmis_core.recipes.RECIPES`, e.g. ``reference-qata``), recorded in ``recipe``.
+
+    Example:
+        >>> build_config("paper", recipe="reference-qata").train.scheduler
+        'cosine-restarts'
     """
     file_data = load_yaml(yaml_path) if yaml_path else {}
     name = preset or file_data.get("preset") or "paper"
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'. Available: {', '.join(preset_names())}")
-    data = deep_merge(PRESETS[name], file_data)
+    if "recipe" in (overrides or {}):
+        raise ConfigError("a recipe is chosen with --recipe NAME (build_config(recipe=...)), not set as a value")
+    recipe = recipe or file_data.get("recipe") or ""
+    data = PRESETS[name]
+    if recipe:
+        from .recipes import get_training_recipe
+
+        data = deep_merge(data, get_training_recipe(recipe).overrides)
+    data = deep_merge(data, file_data)
     data = deep_merge(data, overrides or {})
-    data["preset"] = name
+    data["preset"], data["recipe"] = name, recipe
     return config_from_dict(data)
 
 
@@ -337,7 +399,9 @@ _CHOICES = {
     "model.condition_mode": ("reference", "literal"),
     "model.recon_target": ("paper", "reference"),
     "model.mask_strategy": ("dist", "random", "topk"),
-    "train.scheduler": ("cosine", "constant"),
+    "model.ccl_weights": ("paper", "reference"),
+    "loss.dice_denominator": ("linear", "squared"),
+    "train.scheduler": ("cosine", "constant", "cosine-restarts", "exponential"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
     "train.on_nonfinite": ("stop", "skip"),
 }
@@ -394,6 +458,20 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if not 0.0 <= m.interest_dropout < 1.0:
+        raise ConfigError(f"model.interest_dropout must lie in [0, 1), got {m.interest_dropout}")
+    if cfg.loss.dice_smooth < 0:
+        raise ConfigError(f"loss.dice_smooth must be >= 0, got {cfg.loss.dice_smooth}")
+    if t.scheduler in ("cosine-restarts", "exponential") and t.warmup_epochs:
+        raise ConfigError(f"train.scheduler={t.scheduler} has no warm-up: set train.warmup_epochs=0 "
+                          f"(got {t.warmup_epochs}) or use train.scheduler=cosine|constant")
+    if t.restart_epochs < 1:
+        raise ConfigError(f"train.restart_epochs must be >= 1, got {t.restart_epochs}")
+    if t.scheduler == "cosine-restarts" and not 0.0 <= t.restart_min_lr <= t.lr:
+        raise ConfigError(f"train.restart_min_lr must lie in [0, train.lr={t.lr:g}], got {t.restart_min_lr:g}")
+    if not 0.0 < t.decay_gamma <= 1.0 or not 0.0 <= t.decay_floor <= 1.0:
+        raise ConfigError(f"train.decay_gamma must lie in (0, 1] and train.decay_floor in [0, 1], got "
+                          f"{t.decay_gamma:g} and {t.decay_floor:g}")
     if not 0.0 < cfg.infer.threshold < 1.0:
         raise ConfigError(f"infer.threshold must lie in (0, 1), got {cfg.infer.threshold}")
 

@@ -82,24 +82,31 @@ def flag_overrides(
 
 def resolve_run_config(
     *, dataset: str | None, data: Path | None, preset: str | None, config: Path | None, sets: list[str],
-    flags: dict[str, Any], cpu: bool = False, init: Path | None = None,
+    flags: dict[str, Any], cpu: bool = False, init: Path | None = None, recipe: str | None = None,
 ) -> tuple[RunConfig, Path, str]:
     """The run config, the data folder and a default run name (preset < recipe < YAML < --set < flags).
 
-    With ``init`` (``--init CKPT``) the model section and the image preprocessing come from that checkpoint
-    (after the recipe, before YAML, --set and flags), so its weights fit the model that is built.
+    ``recipe`` (``--recipe``, else the YAML file's ``recipe:``) names a training recipe, short with a dataset
+    (``reference``) or in full (``reference-qata``); without one, the dataset's default recipe applies if its
+    preset is in effect. With ``init`` (``--init CKPT``) the model section and the image preprocessing come from
+    that checkpoint (after the recipe, before YAML, --set and flags), so its weights fit the model that is built.
     """
     from accelerate import PartialState
 
     from reclmis_core.data.folders import check_data_dir
-    from reclmis_core.engine.datasets_registry import get_recipe, recipe_overrides, resolve_dataset
+    from reclmis_core.engine.datasets_registry import get_dataset, resolve_dataset
+    from reclmis_core.recipes import applicable_recipe, resolve_recipe
 
     if dataset and data:
         raise ConfigError("pass either --dataset NAME or --data DATA_DIR, not both")
-    recipe = get_recipe(dataset) if dataset else None
+    entry = get_dataset(dataset) if dataset else None
     file_data = run_sections(load_yaml(config)) if config else {}
-    name = check_preset(preset or file_data.get("preset") or (recipe.preset if recipe else None) or "paper")
-    overrides = recipe_overrides(recipe, name)
+    name = check_preset(preset or file_data.get("preset") or (entry.preset if entry else None) or "paper")
+    asked = recipe or file_data.get("recipe") or None
+    chosen = applicable_recipe(resolve_recipe(asked, dataset, entry.recipe if entry else None), name,
+                               explicit=asked is not None)
+    recipe_name = chosen.name if chosen else None
+    overrides: dict[str, Any] = {}
     if init is not None:
         from reclmis_core.engine.checkpoint import checkpoint_run_config, read_checkpoint_config
 
@@ -107,11 +114,11 @@ def resolve_run_config(
         data_keys = ("preprocessing", "mean", "std")
         overrides = deep_merge(overrides, {"model": ck["model"],
                                            "data": {k: ck["data"][k] for k in data_keys if k in ck.get("data", {})}})
-    overrides = deep_merge(overrides, {k: v for k, v in file_data.items() if k != "preset"})
+    overrides = deep_merge(overrides, {k: v for k, v in file_data.items() if k not in ("preset", "recipe")})
     overrides = deep_merge(overrides, parse_overrides(sets))
     overrides = deep_merge(overrides, flags)
     if dataset:
-        size = build_config(name, None, overrides).model.image_size  # the sample is prepared at the run's size
+        size = build_config(name, None, overrides, recipe_name).model.image_size  # the sample: at the run's size
         data_dir = resolve_dataset(dataset, main_process_first=PartialState(cpu=cpu).main_process_first,
                                    image_size=size)
     elif data is not None:
@@ -123,8 +130,10 @@ def resolve_run_config(
                           "(a folder made by 'reclmis prepare')")
     check_data_dir(data_dir)
     overrides = deep_merge(overrides, {"data": {"root": str(data_dir.resolve())}})
-    cfg = build_config(name, None, overrides)
+    cfg = build_config(name, None, overrides, recipe_name)
     run_name = f"{dataset or data_dir.resolve().name}-{name}"
+    if chosen is not None and asked is not None:
+        run_name += f"-{chosen.short}"
     if cfg.model.text.encoder == "none":
         run_name += "-notext"
     else:
@@ -143,6 +152,12 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     if not last.is_dir():
         raise ConfigError(f"nothing to resume: {last} does not exist (train without --resume first)")
     saved = checkpoint_run_config(read_checkpoint_config(last))
+    if "recipe" in overrides:  # --recipe may name the run's own recipe by its short name
+        from reclmis_core.recipes import RECIPES
+
+        own = RECIPES.get(saved.get("recipe") or "")
+        if own is not None and overrides["recipe"] == own.short:
+            overrides = {**overrides, "recipe": own.name}
     flat_saved = flatten(saved)
     changed = {k: v for k, v in flatten(overrides).items()
                if k not in RESUMABLE_KEYS and k != "data.root" and flat_saved.get(k, object()) != v}
@@ -221,7 +236,10 @@ _DEFAULTS = "default: from the preset"
 @handle_errors
 def train(
     dataset: str = typer.Option(None, "--dataset", help="Registered dataset: qata | mosmed (paper recipe, 200/500 "
-                                "epochs) | sample (bundled; tiny preset: 30 epochs, batch 8, lr 0.003)."),
+                                "epochs) | sample (bundled; tiny preset: 60 epochs, batch 8, lr 0.001)."),
+    recipe: str = typer.Option(None, "--recipe", help="Training recipe: paper | reference with --dataset "
+                               "qata|mosmed, or in full (paper-qata, reference-qata, reference-mosmed, ...) with any "
+                               "data; default: the dataset's (paper)."),
     data: Path = typer.Option(None, "--data", help="A DATA_DIR made by 'reclmis prepare' (instead of --dataset)."),
     preset: str = typer.Option(None, "--preset", "-p", help="paper | tiny | guided | guided-tiny (default: the "
                                "dataset's, else paper)."),
@@ -258,6 +276,10 @@ def train(
     """Train RecLMIS; writes RUN_DIR/config.yaml, metrics.csv, best/ and last/."""
     if preset is not None:
         check_preset(preset)  # a typo fails at once, before torch loads or the sample data is prepared
+    if recipe is not None and not resume:
+        from reclmis_core.recipes import resolve_recipe
+
+        resolve_recipe(recipe, dataset)  # the same for a recipe unknown or not defined for this dataset
     from reclmis_core.device import apply_threads, resolve_device
     from reclmis_core.engine.trainer import Trainer
 
@@ -289,15 +311,20 @@ def train(
         given = run_sections(load_yaml(config)) if config else {}
         if preset:
             given["preset"] = preset
+        if recipe:
+            given["recipe"] = recipe
         # the run's own config wins; what --preset/--config/--set/flags give must match it (resume_config says which)
         cfg = resume_config(out, deep_merge(deep_merge(given, parse_overrides(set_)), flags))
         data_dir, run_dir = Path(cfg.data.root or ""), out
     else:
         cfg, data_dir, run_name = resolve_run_config(dataset=dataset, data=data, preset=preset, config=config,
-                                                     sets=set_, flags=flags, cpu=device == "cpu", init=init)
+                                                     sets=set_, flags=flags, cpu=device == "cpu", init=init,
+                                                     recipe=recipe)
         run_dir = out or Path("runs") / run_name
         if resume:
             user = deep_merge(parse_overrides(set_), flags)
+            if recipe:
+                user["recipe"] = cfg.recipe
             cfg = resume_config(run_dir, deep_merge(user, {"data": {"root": cfg.data.root}}))
     n_threads = apply_threads(threads, cfg.model)
     log.debug("training on %d intra-op thread(s)", n_threads)

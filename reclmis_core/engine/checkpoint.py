@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
-from ..config import RunConfig, config_from_dict, config_to_dict, deep_merge
+from ..config import RunConfig, config_from_dict, config_to_dict, deep_merge, migrate_renamed_keys
 from ..errors import CheckpointError, ReclmisError
 from ..models import RecLMIS, build_model
 
@@ -136,8 +136,10 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
 
 
 def checkpoint_run_config(doc: dict[str, Any]) -> dict[str, Any]:
-    """The run config of a ``config.json`` document, with the defaults of its format version filled in."""
-    return deep_merge(_DEFAULTS_BEFORE.get(doc.get("format_version"), {}), doc["config"])
+    """The run config of a ``config.json`` document, with the defaults of its format version filled in and keys
+    renamed since it was written under their new names (``cvr_condition`` -> ``cvr_attn/loss_condition``)."""
+    return migrate_renamed_keys(deep_merge(_DEFAULTS_BEFORE.get(doc.get("format_version"), {}), doc["config"]),
+                                warn=False)
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[RecLMIS, RunConfig, dict[str, Any]]:

@@ -46,11 +46,9 @@ REFERENCE_OVERRIDES: dict[str, Any] = {
     },
     "data": {"preprocessing": "reference", "mean": 0.0, "std": 1.0},
 }
-#: Per reference config, told apart by the reconstruction layer count: QaTa (Config_covid19) 4, MosMed+ 3.
-_DATASET_BY_LAYERS = {
-    4: ("qata", {"model": {"image_mask_ratio": 0.5}, "train": {"batch_size": 32}}),
-    3: ("mosmed", {"model": {"image_mask_ratio": 0.3}, "train": {"batch_size": 20}}),
-}
+#: Per reference config, told apart by the reconstruction layer count: QaTa (Config_covid19) 4, MosMed+ 3; the
+#: converted checkpoint records that config's training recipe (reclmis_core.recipes, reference-<dataset>).
+_DATASET_BY_LAYERS = {4: "qata", 3: "mosmed"}
 
 _LEFT_OUT_REASONS = {
     "clip_visual": "CLIP visual tower (the reference builds all of CLIP; only its text tower runs)",
@@ -248,11 +246,11 @@ def convert_reference_checkpoint(src: str | Path, out: str | Path, overwrite: bo
         raise CheckpointError(f"{out} exists and is not a folder")
     state, info = read_reference_file(src)
     layers = _layer_count(state)
-    dataset, extra = _DATASET_BY_LAYERS.get(layers, ("unknown", {}))
+    dataset = _DATASET_BY_LAYERS.get(layers, "unknown")
     mapped, text_config, left = map_reference_state(state, layers)
-    overrides = deep_merge(deep_merge(REFERENCE_OVERRIDES, extra), {"model": {"recon_layers": layers},
-                                                                    "name": f"reference-{dataset}"})
-    cfg = build_config("paper", overrides=overrides)
+    overrides = deep_merge(REFERENCE_OVERRIDES, {"model": {"recon_layers": layers}, "name": f"reference-{dataset}"})
+    recipe = f"reference-{dataset}" if dataset in _DATASET_BY_LAYERS.values() else None
+    cfg = build_config("paper", overrides=overrides, recipe=recipe)
     model = build_model(cfg.model, text_state={"config": text_config})
     load_state_strict(model, mapped, src)
     meta = {

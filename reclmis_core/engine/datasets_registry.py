@@ -1,13 +1,13 @@
-"""Registered datasets: a name maps to a prepared DATA_DIR and a training recipe.
+"""Registered datasets: a name maps to a prepared DATA_DIR, a preset and a default training recipe.
 
 ``qata`` and ``mosmed`` are the paper's benchmarks (prepared with ``reclmis prepare`` into
 ``$RECLMIS_DATA/<name>``, default ``./data/<name>``); ``sample`` is the bundled ``reclmis_core/sample_data/``
 (QaTa layout, package data, so it is in the wheel), prepared on first use into ``$RECLMIS_DATA/sample`` at the
 run's ``model.image_size`` (re-prepared when a run asks for another size; never into the installed package).
 
-A recipe is a preset plus overrides. Precedence, lowest first:
-preset defaults < recipe overrides < ``--config`` YAML < ``--set`` < explicit CLI flags. The recipe's overrides are
-the hyper-parameters of its own preset: they apply only when that preset is the one in effect.
+Training recipes (``paper-qata``, ``reference-mosmed``, ...) live in :mod:`reclmis_core.recipes`; a dataset names
+its default one (``paper``), which applies only with the dataset's own preset. ``reclmis train --recipe NAME``
+picks another.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,38 +32,27 @@ SAMPLE_ENV = "RECLMIS_SAMPLE_DATA"
 SAMPLE_EXTRA_PHANTOMS = 280
 SAMPLE_PHANTOM_SEED = 1
 
-# Sec. IV-A: Adam 3e-4 with cosine annealing, batch 32, 224 px, 200 (QaTa) / 500 (MosMedData+) epochs,
-# lambda1..4 = 1, 1, 0.2, 5, mask ratios alpha_v = 0.5, alpha_t = 0.3.
-_PAPER_RECIPE: dict[str, Any] = {
-    "model": {"image_size": 224, "image_mask_ratio": 0.5, "text_mask_ratio": 0.3},
-    "loss": {"clr": 1.0, "cvr": 1.0, "ccl": 0.2, "seg": 5.0},
-    "train": {"epochs": 200, "batch_size": 32, "lr": 3e-4, "scheduler": "cosine"},
-}
-
 
 @dataclass(frozen=True)
-class DatasetRecipe:
-    """A registered dataset: where it lives and how the paper trains on it."""
+class RegisteredDataset:
+    """A registered dataset: where it lives and how it is trained by default."""
 
     name: str  # (str) registry name, also the default folder name under $RECLMIS_DATA
     preset: str  # (str) preset used when --preset is not given
-    overrides: dict[str, Any] = field(default_factory=dict)  # (dict) config overrides for that preset
+    recipe: str | None = None  # (str) short name of its default recipe (reclmis_core.recipes): <recipe>-<name>
     description: str = ""  # (str) one line for --help and logs
     bundled: bool = False  # (bool) ships with the package (sample_data/), prepared on first use
 
 
-DATASETS: dict[str, DatasetRecipe] = {
-    "qata": DatasetRecipe(
-        "qata", "paper", _PAPER_RECIPE, "QaTa-COV19 chest X-rays with notes (paper recipe: 200 epochs)"
+DATASETS: dict[str, RegisteredDataset] = {
+    "qata": RegisteredDataset(
+        "qata", "paper", "paper", "QaTa-COV19 chest X-rays with notes (paper recipe: 200 epochs)"
     ),
-    "mosmed": DatasetRecipe(
-        "mosmed",
-        "paper",
-        {**_PAPER_RECIPE, "train": {**_PAPER_RECIPE["train"], "epochs": 500}},
-        "MosMedData+ CT slices with notes (paper recipe: 500 epochs)",
+    "mosmed": RegisteredDataset(
+        "mosmed", "paper", "paper", "MosMedData+ CT slices with notes (paper recipe: 500 epochs)"
     ),
-    "sample": DatasetRecipe(
-        "sample", "tiny", {}, "bundled sample data (QaTa layout), tiny preset; trains in minutes on a CPU",
+    "sample": RegisteredDataset(
+        "sample", "tiny", None, "bundled sample data (QaTa layout), tiny preset; trains in minutes on a CPU",
         bundled=True,
     ),
 }
@@ -73,7 +62,7 @@ def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
-def get_recipe(name: str) -> DatasetRecipe:
+def get_dataset(name: str) -> RegisteredDataset:
     try:
         return DATASETS[name]
     except KeyError:
@@ -122,17 +111,17 @@ def resolve_dataset(name: str, root: str | Path | None = None, main_process_firs
         image_size: the run's ``model.image_size``; the bundled sample is prepared at this size (default 96,
             the tiny preset's).
     """
-    recipe = get_recipe(name)
+    entry = get_dataset(name)
     folder = Path(root) if root is not None else data_root()
     folder = folder / name
     size = int(image_size or 96)
 
     def ready() -> bool:
-        return (folder / "manifest.csv").is_file() and (not recipe.bundled or _prepared_size(folder) == size)
+        return (folder / "manifest.csv").is_file() and (not entry.bundled or _prepared_size(folder) == size)
 
     if ready():
         return folder
-    if not recipe.bundled:
+    if not entry.bundled:
         raise DataError(
             f"dataset '{name}' is not prepared: {folder / 'manifest.csv'} not found. Download it, then run "
             f"'reclmis prepare <source> --out {folder}' (or set {DATA_ENV} to the folder holding '{name}/')"
@@ -181,14 +170,3 @@ def prepare_sample(folder: Path, size: int, extra_phantoms: int = SAMPLE_EXTRA_P
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def recipe_overrides(recipe: DatasetRecipe | None, preset: str) -> dict[str, Any]:
-    """The recipe's overrides if ``preset`` is its own preset, else nothing (logged)."""
-    if recipe is None or not recipe.overrides:
-        return {}
-    if preset != recipe.preset:
-        log.info("dataset '%s': preset '%s' given, so its '%s' recipe hyper-parameters are not applied",
-                 recipe.name, preset, recipe.preset)
-        return {}
-    return recipe.overrides

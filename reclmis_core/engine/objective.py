@@ -13,11 +13,21 @@ from ..config import LossConfig, ModelConfig
 from ..models.reclmis import RecLMISOutput
 
 
-def soft_dice_loss(probs: Tensor, target: Tensor, eps: float = 1e-5) -> Tensor:
-    """1 - mean over images of (2 sum(p t) + eps) / (sum p + sum t + eps)."""
+def soft_dice_loss(probs: Tensor, target: Tensor, eps: float = 1e-5, denominator: str = "linear") -> Tensor:
+    """1 - mean over images of (2 sum(p t) + eps) / (D + eps).
+
+    ``denominator``: ``linear`` D = sum p + sum t; ``squared`` D = sum p^2 + sum t^2 (the reference's
+    WeightedDiceLoss, whose 0.5 pixel weights scale every sum by 1/4: its smooth 1e-5 is eps = 4e-5 here).
+    """
     p = probs.flatten(1)
     t = target.flatten(1)
-    dice = (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
+    if denominator == "linear":
+        union = p.sum(1) + t.sum(1)
+    elif denominator == "squared":
+        union = p.pow(2).sum(1) + t.pow(2).sum(1)
+    else:
+        raise ValueError(f"unknown Dice denominator {denominator!r}; use linear or squared")
+    dice = (2 * (p * t).sum(1) + eps) / (union + eps)
     return 1 - dice.mean()
 
 
@@ -37,17 +47,23 @@ def weighted_token_mse(pred: Tensor, target: Tensor, weights: Tensor | None, val
 
 
 def conditioned_similarity(
-    image_tokens: Tensor, text_tokens: Tensor, w_poi: Tensor, w_woi: Tensor, text_valid: Tensor
+    image_tokens: Tensor, text_tokens: Tensor, w_poi: Tensor, w_woi: Tensor, text_valid: Tensor,
+    pads_as_zero: bool = False,
 ) -> Tensor:
     """Eq. 5 for every image i and note j of the batch: ``S[i, j]``.
 
     a_nl = cos(v_n, e_l); S = 1/2 (sum_n w_poi[i, n] max_l a_nl + sum_l w_woi[j, l] max_n a_nl).
-    Padded tokens take part in neither max nor sum.
+    Padded tokens take part in neither max nor sum; with ``pads_as_zero`` (the reference) a pad's cosine is 0,
+    so it can be a patch's best word, and it adds 0 to the word sum.
     """
     v = F.normalize(image_tokens, dim=-1)
     e = F.normalize(text_tokens, dim=-1)
     a = torch.einsum("ind,jld->ijnl", v, e)  # (B_img, B_txt, N, L)
-    a_tok = a.masked_fill(~text_valid[None, :, None, :], float("-inf"))
+    if pads_as_zero:
+        a = a * text_valid[None, :, None, :].to(a.dtype)
+        a_tok = a
+    else:
+        a_tok = a.masked_fill(~text_valid[None, :, None, :], float("-inf"))
     best_word = a_tok.amax(dim=-1)  # (Bi, Bt, N)
     best_patch = a.amax(dim=-2)  # (Bi, Bt, L)
     s_img = (best_word * w_poi[:, None, :]).sum(-1)
@@ -84,17 +100,18 @@ class RecLMISObjective:
     ) -> dict[str, Tensor]:
         """Loss parts; ``note_groups`` (B,) marks images that share a note (see conditioned_contrastive_loss)."""
         logits = out.logits.float()
-        dice = soft_dice_loss(torch.sigmoid(logits), masks)
+        dice = soft_dice_loss(torch.sigmoid(logits), masks, self.w.dice_smooth, self.w.dice_denominator)
         bce = F.binary_cross_entropy_with_logits(logits, masks)
         seg = self.w.dice * dice + self.w.bce * bce
         parts: dict[str, Tensor] = {"dice": dice.detach(), "bce": bce.detach(), "seg": seg}
         total = self.w.seg * seg
         if out.recon_text is not None:
-            cond = out.w_woi if self.m.clr_condition else None
-            parts["clr"] = weighted_token_mse(out.recon_text.float(), out.target_text.float(), cond, out.text_valid)
+            cond = out.w_woi if self.m.clr_loss_condition else None
+            valid = None if self.m.clr_mean_pads else out.text_valid
+            parts["clr"] = weighted_token_mse(out.recon_text.float(), out.target_text.float(), cond, valid)
             total = total + self.w.clr * parts["clr"]
         if out.recon_image is not None:
-            cond = out.w_poi if self.m.cvr_condition else None
+            cond = out.w_poi if self.m.cvr_loss_condition else None
             parts["cvr"] = weighted_token_mse(out.recon_image.float(), out.target_image.float(), cond, None)
             total = total + self.w.cvr * parts["cvr"]
         if logit_scale is not None and out.w_poi is not None and out.image_tokens.shape[0] > 1:
@@ -103,8 +120,11 @@ class RecLMISObjective:
             else:
                 w_poi = torch.full_like(out.w_poi, 1.0 / out.w_poi.shape[1]).float()
                 w_woi = out.text_valid.float() / out.text_valid.sum(1, keepdim=True)
+            reference = self.m.ccl_weights == "reference"
+            if reference:  # the public code softmaxes W again, over every slot: pads (W = 0) get exp(0) each
+                w_poi, w_woi = w_poi.softmax(dim=-1), w_woi.softmax(dim=-1)
             sim = conditioned_similarity(
-                out.image_tokens.float(), out.text_tokens.float(), w_poi, w_woi, out.text_valid
+                out.image_tokens.float(), out.text_tokens.float(), w_poi, w_woi, out.text_valid, reference
             )
             groups = note_groups if self.m.ccl_same_note else None
             parts["ccl"] = conditioned_contrastive_loss(sim, logit_scale.float(), groups)

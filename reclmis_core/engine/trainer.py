@@ -4,7 +4,8 @@
 ``infer.threshold``), and writes into RUN_DIR::
 
     config.yaml     the resolved RunConfig (text max_length resolved), written before the first step
-    metrics.csv     one row per epoch: epoch, losses (loss, dice_loss, ...), val_dice, val_miou, lr, seconds
+    metrics.csv     one row per epoch: epoch, losses (loss, dice_loss, ...), val_dice, val_miou, lr (the epoch's
+                    last optimizer step's), seconds
     results.json    summary (best epoch and scores, last losses, history); results.png: loss and val curves
     last/           checkpoint after every epoch  (model.safetensors + config.json + state/)
     best/           checkpoint of the best val Dice so far
@@ -57,6 +58,7 @@ from .checkpoint import (
 )
 from .objective import RecLMISObjective
 from .report import write_run_report
+from .schedule import build_lr_schedule
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +207,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.accelerator: Any = None
         self._step = 0
+        self._step_lr = 0.0  # the lr of the latest optimizer step (metrics.csv ``lr``)
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -314,8 +317,7 @@ class Trainer:
         self.steps_per_epoch = len(self.train_dl)  # per process
         # AcceleratedScheduler steps once per process per optimizer step, so count steps over all processes.
         per_epoch = math.ceil(self.steps_per_epoch / t.grad_accum) * acc.num_processes
-        self.scheduler = acc.prepare(_lr_schedule(optimizer, t.scheduler, per_epoch * t.epochs,
-                                                  per_epoch * t.warmup_epochs))
+        self.scheduler = acc.prepare(build_lr_schedule(optimizer, t, per_epoch))
         self.objective = RecLMISObjective(cfg.loss, cfg.model)
         self.n_train, self.n_val = len(train_ds), len(val_ds)
         self.train_ds = train_ds
@@ -399,6 +401,7 @@ class Trainer:
             if not bool(finite):
                 return self._nonfinite(parts)
             acc.backward(loss)
+            self._step_lr = float(self.optimizer.param_groups[0]["lr"])
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -542,7 +545,7 @@ class Trainer:
                 val_dice, val_miou = self.validate()
                 record = {"epoch": epoch, **{METRIC_COLUMNS[k]: parts[k] for k in METRIC_PARTS if k in parts},
                           "val_dice": val_dice, "val_miou": val_miou,
-                          "lr": float(self.scheduler.get_last_lr()[0]), "seconds": time.perf_counter() - t0}
+                          "lr": self._step_lr, "seconds": time.perf_counter() - t0}
                 stopped = self.on_epoch_end(epoch, record)
                 self._emit(ProgressEvent("epoch", epoch, cfg.train.epochs, parts=parts, record=record))
                 if stopped:
@@ -565,6 +568,7 @@ class Trainer:
         self.train_ds.set_epoch(epoch)  # augmentation stream: (seed, epoch, index)
         sums: dict[str, float] = {}
         n_ok = 0
+        self._step_lr = float(self.optimizer.param_groups[0]["lr"])  # metrics.csv: the epoch's last step's lr
         t0 = time.perf_counter()
         images = 0
         epochs_left = self.cfg.train.epochs - epoch
@@ -626,13 +630,3 @@ def _read_metrics(path: Path) -> list[dict[str, float]]:
     with path.open(newline="", encoding="utf-8") as fh:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)}
                 for row in csv.DictReader(fh)]
-
-
-def _lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total: int, warmup: int
-                 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """transformers' linear warm-up, then cosine decay to 0 over ``total`` steps (or constant)."""
-    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
-
-    if kind == "constant":
-        return get_constant_schedule_with_warmup(optimizer, warmup)
-    return get_cosine_schedule_with_warmup(optimizer, warmup, max(1, total))

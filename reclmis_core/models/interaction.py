@@ -68,16 +68,20 @@ class ConditionedInteraction(nn.Module):
 
 
 class InterestWeights(nn.Module):
-    """W_poi = softmax(MLP(V')) over patches, W_woi = softmax(MLP(Conv-BN-ReLU(E'))) over valid tokens."""
+    """W_poi = softmax(MLP(V')) over patches, W_woi = softmax(MLP(Conv-BN-ReLU(E'))) over valid tokens.
 
-    def __init__(self, dim: int) -> None:
+    ``dropout`` acts on the MLPs' inputs only (V' and Conv-BN-ReLU(E')), as the reference's ``dropout1``.
+    """
+
+    def __init__(self, dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.text_conv = nn.Sequential(nn.Conv1d(dim, dim, 3, padding=1), nn.BatchNorm1d(dim), nn.ReLU(inplace=True))
         self.mlp_patch = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, 1))
         self.mlp_word = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, 1))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, v_new: Tensor, e_new: Tensor, text_valid: Tensor) -> tuple[Tensor, Tensor]:
         e = self.text_conv(e_new.transpose(1, 2)).transpose(1, 2)
-        w_poi = self.mlp_patch(v_new).squeeze(-1).softmax(dim=-1)
-        w_woi = masked_softmax(self.mlp_word(e).squeeze(-1), text_valid)
+        w_poi = self.mlp_patch(self.dropout(v_new)).squeeze(-1).softmax(dim=-1)
+        w_woi = masked_softmax(self.mlp_word(self.dropout(e)).squeeze(-1), text_valid)
         return w_poi, w_woi

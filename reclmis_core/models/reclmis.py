@@ -212,7 +212,7 @@ class RecLMIS(_TextMixin, nn.Module):
                 f"model.recon_target=reference reconstructs raw text features ({text_encoder.dim}-d), which needs "
                 f"a text encoder of the bottleneck width {dim}; use recon_target=paper"
             )
-        self.interest = InterestWeights(dim) if (use_cvr or use_clr or use_ccl) else None
+        self.interest = InterestWeights(dim, cfg.interest_dropout) if (use_cvr or use_clr or use_ccl) else None
         # E' for W_woi when the CI itself does not compute it (paper order): training-only, like W_woi.
         needs_e = self.interest is not None and self.seg.interaction.attn_text is None
         self.text_update = Attention(dim, cfg.ci_heads, cfg.dropout) if needs_e else None
@@ -294,7 +294,7 @@ class RecLMIS(_TextMixin, nn.Module):
             all_patches = torch.ones_like(w_poi, dtype=torch.bool)
             masked = select_masked(w_poi, all_patches, cfg.image_mask_ratio, cfg.mask_strategy, generator)
             query = v.masked_fill(masked.unsqueeze(-1), 0.0)
-            cond = w_woi if cfg.cvr_condition else None
+            cond = w_woi if cfg.cvr_attn_condition else None
             out.recon_image = self.cvr(query, None, e, pads, cond)
             target = v if cfg.recon_target == "paper" else feats["v_new"]
             out.target_image = target.detach() if cfg.recon_detach else target
@@ -302,7 +302,7 @@ class RecLMIS(_TextMixin, nn.Module):
         if self.clr is not None:
             masked = select_masked(w_woi, valid, cfg.text_mask_ratio, cfg.mask_strategy, generator)
             query = e.masked_fill(masked.unsqueeze(-1), 0.0)
-            cond = w_poi if cfg.clr_condition else None
+            cond = w_poi if cfg.clr_attn_condition else None
             out.recon_text = self.clr(query, pads, v, None, cond)
             target = e if cfg.recon_target == "paper" else text_raw
             out.target_text = target.detach() if cfg.recon_detach else target

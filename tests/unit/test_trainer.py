@@ -11,7 +11,9 @@ from safetensors.torch import load_file
 
 from reclmis_core.config import build_config
 from reclmis_core.engine.evaluator import notes_for_mode, shuffled_notes
-from reclmis_core.engine.trainer import Trainer, _lr_schedule
+from reclmis_core.config import TrainConfig
+from reclmis_core.engine.schedule import build_lr_schedule
+from reclmis_core.engine.trainer import Trainer
 from reclmis_core.errors import ConfigError, NonFiniteLossError
 
 
@@ -51,9 +53,10 @@ def test_cosine_schedule_and_warmup():
     """transformers' schedules: warm-up from 0 (step / warmup), then cosine to 0 at ``total``."""
     import torch
 
-    def factor(kind: str, total: int, warmup: int):
+    def factor(kind: str, total: int, warmup: int):  # one step per epoch: total steps = epochs
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        return _lr_schedule(opt, kind, total, warmup).lr_lambdas[0]
+        cfg = TrainConfig(epochs=total, scheduler=kind, warmup_epochs=warmup)
+        return build_lr_schedule(opt, cfg, steps_per_epoch=1).lr_lambdas[0]
 
     f = factor("cosine", total=10, warmup=0)
     assert f(0) == 1.0 and math.isclose(f(5), 0.5) and f(10) == pytest.approx(0.0)
@@ -70,12 +73,15 @@ class _Interrupted(Trainer):
         return epoch >= 1
 
 
-def test_resume_ends_with_identical_weights(data_dir, tmp_path):
-    full = Trainer(_cfg(), data_dir, tmp_path / "full").fit()
+@pytest.mark.parametrize("scheduler", ["cosine", "cosine-restarts"])
+def test_resume_ends_with_identical_weights(data_dir, tmp_path, scheduler):
+    # cosine-restarts (the reference recipe's, per epoch): epoch 2 runs at a lower lr than epoch 1
+    sched = {"scheduler": scheduler, "restart_epochs": 3}
+    full = Trainer(_cfg(**sched), data_dir, tmp_path / "full").fit()
     assert full.epochs_done == 2
-    _Interrupted(_cfg(), data_dir, tmp_path / "resumed").fit()
+    _Interrupted(_cfg(**sched), data_dir, tmp_path / "resumed").fit()
     assert load_file(str(tmp_path / "resumed" / "last" / "model.safetensors"))  # epoch-1 checkpoint exists
-    resumed = Trainer(_cfg(), data_dir, tmp_path / "resumed", resume=True).fit()
+    resumed = Trainer(_cfg(**sched), data_dir, tmp_path / "resumed", resume=True).fit()
     assert resumed.epochs_done == 2
     a = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "last" / "model.safetensors"))
@@ -87,6 +93,9 @@ def test_resume_ends_with_identical_weights(data_dir, tmp_path):
     assert len(rows_res) == 3
     # identical losses and val scores per epoch (the seconds column differs)
     assert [r.split(",")[:-1] for r in rows_full] == [r.split(",")[:-1] for r in rows_res]
+    if scheduler == "cosine-restarts":  # lr column: the rate each epoch ran at, 1e-3 then the cosine's second step
+        lrs = [float(r.split(",")[-2]) for r in rows_res[1:]]
+        assert lrs == pytest.approx([1e-3, 1e-4 + 9e-4 * (1 + math.cos(math.pi / 3)) / 2], rel=1e-5)
 
 
 def test_existing_run_is_not_overwritten(data_dir, tmp_path):
