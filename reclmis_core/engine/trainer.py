@@ -46,6 +46,7 @@ from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
+from ..models.text.base import truncation_advice
 from ..utils import atomic_write_text
 from .checkpoint import (
     load_checkpoint,
@@ -142,7 +143,8 @@ def resolve_text_length(model: RecLMIS, cfg: RunConfig, notes: list[str]) -> int
         n_cut = sum(c > length for c in counts)
         if n_cut:
             log.warning("%d of %d training notes exceed model.text.max_length=%d tokens and will be cut "
-                        "(longest: %d); set model.text.max_length=0 to fit them", n_cut, len(counts), length, longest)
+                        "(longest: %d); %s", n_cut, len(counts), length, longest,
+                        truncation_advice(cfg.model.text.pad_to_max, length))
     model.max_length = length
     return length
 
