@@ -165,7 +165,6 @@ class _Progress:
 
     def __init__(self, log_every: int) -> None:
         self.bar = ProgressReporter(transient=True, every=max(1, log_every))
-        self.best = -1.0
         self.header = False
 
     def __call__(self, ev: Any) -> None:
@@ -187,8 +186,7 @@ class _Progress:
 
     def _row(self, ev: Any) -> None:
         r = ev.record
-        best = r["val_dice"] > self.best
-        self.best = max(self.best, r["val_dice"])
+        best = ev.best  # the trainer's decision: on resume it knows the saved best, this console does not
         losses = [k for k in r if k == "loss" or k.endswith("_loss")]
         if is_interactive():  # a table-like row per epoch, as Ultralytics prints
             cols = ["epoch", *losses, "val_dice", "val_miou", "lr", "time"]

@@ -82,6 +82,7 @@ class ProgressEvent:
     images_per_s: float = 0.0
     eta_s: float = 0.0  # seconds left for the whole run
     record: dict[str, float] | None = None  # the metrics.csv row at "epoch"
+    best: bool = False  # at "epoch": this epoch beat the run's best val Dice (a resumed run's saved best included)
     message: str = ""
 
 
@@ -546,7 +547,8 @@ class Trainer:
                           "val_dice": val_dice, "val_miou": val_miou,
                           "lr": float(self.scheduler.get_last_lr()[0]), "seconds": time.perf_counter() - t0}
                 stopped = self.on_epoch_end(epoch, record)
-                self._emit(ProgressEvent("epoch", epoch, cfg.train.epochs, parts=parts, record=record))
+                self._emit(ProgressEvent("epoch", epoch, cfg.train.epochs, parts=parts, record=record,
+                                         best=self.state.best_epoch == epoch))
                 if stopped:
                     break
         finally:
