@@ -52,8 +52,9 @@ from .explain import Explanation, render_explanation
 from ..data.preprocess import Geometry, PreprocessPlan, input_spacing, restore_map
 from .restore import (
     OutputSet,
-    overlay_image,
+    overlay_figure,
     prob_to_uint8,
+    view_slice,
     volume_prob_in_stored_order,
     write_npy,
     write_png,
@@ -818,8 +819,7 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
     entry.update(_area_stats(mask, meta))
     # the slice shown in 2-D views of a volume: the one with the largest lesion (middle one if none)
     if pred.is_volume:
-        areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
-        z = int(np.argmax(areas)) if areas.max() > 0 else mask.shape[0] // 2
+        z = view_slice(mask)
         img2d, mask2d = pred.image8[z], mask[z]
         entry["view_slice"] = z
     else:
@@ -834,7 +834,8 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
 
             write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, opts.seg_description)
         if opts.overlay:
-            write_png(outs.path("overlay", "_overlay.png"), overlay_image(img2d, mask2d))
+            fig = overlay_figure(pred.image8, mask, pred.note, opts.threshold, z)
+            write_png(outs.path("overlay", "_overlay.png"), fig)
         if opts.save_prob:
             if pred.is_volume:
                 write_npy(outs.path("prob", "_prob.npy"), volume_prob_in_stored_order(pred.prob, meta))

@@ -23,6 +23,7 @@ from reclmis_core.inference import (
     run_predict,
     to_model_pixels,
 )
+from reclmis_core.inference.figures import upscale_factor
 from reclmis_core.inference.predictor import write_prediction
 
 NOTE = "Unilateral pulmonary infection, one infected area, lower left lung."
@@ -110,7 +111,9 @@ def test_png_gray_rgb_16bit_masks_come_back_at_input_size(predictor, tmp_path):
         stem = f.stem
         mask = np.asarray(Image.open(tmp_path / "out" / f"{stem}_mask.png"))
         assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
-        assert np.asarray(Image.open(tmp_path / "out" / f"{stem}_overlay.png")).shape == (h, w, 3)
+        overlay = np.asarray(Image.open(tmp_path / "out" / f"{stem}_overlay.png"))
+        k = upscale_factor(h, w)  # the picture at k x its size (k = 1 from 256 px), a caption band below
+        assert overlay.ndim == 3 and overlay.shape[1] == w * k and overlay.shape[0] > h * k >= h
         assert np.asarray(Image.open(tmp_path / "out" / f"{stem}_prob.png")).shape == (h, w)
     doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
     entry = doc["inputs"][0]
