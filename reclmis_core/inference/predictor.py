@@ -51,6 +51,7 @@ from ..utils import atomic_write_text
 from .explain import Explanation, render_explanation
 from ..data.preprocess import Geometry, PreprocessPlan, input_spacing, restore_map
 from .restore import (
+    SHAPE_ORDER,
     OutputSet,
     overlay_figure,
     prob_to_uint8,
@@ -812,6 +813,7 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
         "kind": meta.kind,
         "modality": meta.modality,
         "shape": list(mask.shape),
+        "shape_order": SHAPE_ORDER[mask.ndim],
         "note": pred.note,
         "threshold": opts.threshold,
         "format": fmt,
@@ -826,13 +828,14 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
         z, img2d, mask2d = 0, pred.image8, mask
     try:
         if fmt == "png":
-            write_png_mask(outs.path("mask", "_mask.png"), mask, meta)
+            file_shape = write_png_mask(outs.path("mask", "_mask.png"), mask, meta)
         elif fmt == "nifti":
-            write_volume_mask(outs.path("mask", "_mask.nii.gz"), mask, meta)
+            file_shape = write_volume_mask(outs.path("mask", "_mask.nii.gz"), mask, meta)
         else:
             from .dicom_seg import write_dicom_seg
 
-            write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, opts.seg_description)
+            file_shape = write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, opts.seg_description)
+        entry["file_shape"] = list(file_shape)  # the mask file's own axis order (nib.load(f).shape for NIfTI)
         if opts.overlay:
             fig = overlay_figure(pred.image8, mask, pred.note, opts.threshold, z)
             write_png(outs.path("overlay", "_overlay.png"), fig)

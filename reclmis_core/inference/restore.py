@@ -184,16 +184,22 @@ class OutputSet:
         self.files.clear()
 
 
-def write_png_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> None:
-    """Binary mask (0/255) at the input's own (H, W)."""
+#: Axis names of predictions.json's ``shape`` (the mask as predict holds it: display slices, rows, columns).
+SHAPE_ORDER = {2: ["row", "column"], 3: ["slice", "row", "column"]}
+
+
+def write_png_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> tuple[int, int]:
+    """Binary mask (0/255) at the input's own (H, W); returns the PNG's (rows, columns)."""
     if tuple(mask.shape) != tuple(meta.display_shape):
         raise DataError(f"{meta.path}: mask {mask.shape} does not match the input size {meta.display_shape}")
     write_mask_png(path, mask, meta)
+    return int(mask.shape[0]), int(mask.shape[1])
 
 
-def write_volume_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> None:
-    """(Z, H, W) display-slice mask -> NIfTI with the input's affine/header (NIfTI or DICOM series input)."""
-    write_nifti_mask(path, mask, meta)
+def write_volume_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> tuple[int, ...]:
+    """(Z, H, W) display-slice mask -> NIfTI with the input's affine/header (NIfTI or DICOM series input); returns
+    the file's shape in its own voxel order (see :func:`~reclmis_core.data.io.write_nifti_mask`)."""
+    return write_nifti_mask(path, mask, meta)
 
 
 def write_png(path: Path, arr: np.ndarray) -> None:
