@@ -219,7 +219,7 @@ _DEFAULTS = "default: from the preset"
 @handle_errors
 def train(
     dataset: str = typer.Option(None, "--dataset", help="Registered dataset: qata | mosmed (paper recipe, 200/500 "
-                                "epochs) | sample (bundled; tiny preset: 30 epochs, batch 8, lr 0.003)."),
+                                "epochs) | sample (bundled; the tiny preset)."),
     data: Path = typer.Option(None, "--data", help="A DATA_DIR made by 'reclmis prepare' (instead of --dataset)."),
     preset: str = typer.Option(None, "--preset", "-p", help="paper | tiny | guided | guided-tiny (default: the "
                                "dataset's, else paper)."),
