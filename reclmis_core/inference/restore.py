@@ -118,7 +118,7 @@ def overlay_figure(img8: np.ndarray, mask: np.ndarray, note: str, threshold: flo
     step = line_height(fnt)
     swatch = step - 4
     text_w = width - 2 * pad
-    legend = ["predicted lesion" if mask.any() else "no lesion predicted", f"mask: probability > {threshold:.2f}"]
+    legend = ["predicted lesion" if mask.any() else "no lesion predicted", f"mask: probability > {threshold:g}"]
     if volume:
         n_lesion = int(mask.reshape(mask.shape[0], -1).any(axis=1).sum())
         shown = f"{len(slices)} shown" if n_lesion else "the middle one shown"
