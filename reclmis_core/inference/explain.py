@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from ..data.preprocess import Geometry, restore_map
 from .figures import draw_lines, fit_text, font, line_height, text_width, wrap_text
-from .restore import to_rgb
+from .restore import mask_edge, to_rgb
 
 # A perceptually ordered dark-blue -> cyan -> yellow -> red ramp (close to "turbo"), as anchor colours.
 _RAMP = np.asarray(
@@ -82,9 +82,7 @@ def render_explanation(img8: np.ndarray, mask: np.ndarray | None, exp: Explanati
     heat = heatmap_overlay(img8, weights)
     outlined = mask is not None and bool(np.any(mask))
     if outlined:
-        m = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
-        edge = (np.asarray(m) > 0) & ~(np.asarray(m.filter(ImageFilter.MinFilter(3))) > 0)
-        heat[edge] = (255, 255, 255)
+        heat[mask_edge(mask, 3)] = (255, 255, 255)
     h, w = heat.shape[:2]
     pw = max(1, round(w * panel / h))
     left = Image.fromarray(heat).resize((pw, panel), Image.Resampling.BILINEAR)

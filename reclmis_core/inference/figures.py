@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import ImageDraw, ImageFont
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 ELLIPSIS = "\u2026"
@@ -87,15 +86,6 @@ def upscale_factor(height: int, width: int, min_side: int = MIN_VIEW_SIDE) -> in
     An integer factor keeps every input pixel a k x k block, so a mask upscaled with nearest neighbours stays on
     the input's pixel grid."""
     return max(1, math.ceil(min_side / max(1, min(height, width))))
-
-
-def upscale(image: np.ndarray, k: int, nearest: bool) -> np.ndarray:
-    """``image`` (H, W[, 3]) uint8 at k times its size: nearest for masks, bilinear for images."""
-    if k == 1:
-        return np.asarray(image)
-    h, w = image.shape[:2]
-    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(np.asarray(image)).resize((w * k, h * k), resample))
 
 
 def font_size_for(width: int) -> int:

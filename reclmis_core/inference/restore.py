@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..data.io import ImageMeta, encode_png, write_mask_png, write_nifti_mask
+from ..data.io import ImageMeta, encode_png, resize_array, write_mask_png, write_nifti_mask
 from ..errors import DataError
 from ..utils import atomic_path, atomic_write_bytes
-from .figures import draw_lines, fit_text, font, font_size_for, line_height, upscale, upscale_factor, wrap_text
+from .figures import draw_lines, fit_text, font, font_size_for, line_height, upscale_factor, wrap_text
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,17 @@ def overlay_image(img8: np.ndarray, mask: np.ndarray, color: tuple[int, int, int
     col = np.asarray(color, dtype=np.float32)
     rgb[m] = (1 - alpha) * rgb[m] + alpha * col
     if m.any():
-        # contour = mask minus its erosion; thicker on large images so it stays visible
-        k = 3 if max(m.shape) < 768 else 5
-        eroded = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(k))) > 0
-        rgb[m & ~eroded] = LESION_EDGE
+        rgb[mask_edge(m)] = LESION_EDGE
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def mask_edge(mask: np.ndarray, width: int | None = None) -> np.ndarray:
+    """The contour of a binary mask: the mask minus its erosion by a ``width`` x ``width`` square (default 3, or 5
+    on images over 768 px so it stays visible)."""
+    m = np.asarray(mask) > 0
+    k = width or (3 if max(m.shape) < 768 else 5)
+    eroded = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(k))) > 0
+    return m & ~eroded
 
 
 def view_slice(mask: np.ndarray) -> int:
@@ -102,8 +108,8 @@ def overlay_figure(img8: np.ndarray, mask: np.ndarray, note: str, threshold: flo
         slices, frames = [], [(img8, mask)]
     h, w = frames[0][1].shape
     k = upscale_factor(h, w)
-    tiles = [overlay_image(upscale(to_rgb(im), k, nearest=False), upscale(m.astype(np.uint8), k, nearest=True))
-             for im, m in frames]
+    tiles = [overlay_image(resize_array(to_rgb(im), (h * k, w * k)),
+                           resize_array(m.astype(np.uint8), (h * k, w * k), nearest=True)) for im, m in frames]
     th, tw = tiles[0].shape[:2]
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
