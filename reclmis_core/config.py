@@ -482,7 +482,8 @@ def validate_config(cfg: RunConfig) -> None:
 
 #: Sections of a ``--config`` file for the commands other than train, keyed by their long option names, e.g.
 #: ``predict: {threshold: 0.4, format: nifti}``; ``train`` reads the RunConfig sections (model, data, train, ...).
-COMMAND_SECTIONS = ("prepare", "eval", "predict", "export", "bench", "env", "convert-clip")
+COMMAND_SECTIONS = ("prepare", "eval", "predict", "export", "bench", "env", "convert-clip", "notes",
+                    "convert-reference")
 
 
 def run_sections(data: dict[str, Any]) -> dict[str, Any]:

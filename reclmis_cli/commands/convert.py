@@ -33,11 +33,14 @@ def convert_clip(
 
 
 @handle_errors
+@configurable("convert-reference")
 def convert_reference(
     checkpoint: Path = typer.Argument(..., help="File written by the public RecLMIS code, e.g. best_model-RecLMIS.pth.tar."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="reclmis checkpoint folder to write (CLIP text tower included)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
     quiet: bool = quiet_option(),
+    config: Path | None = config_option(),
+    set_: list[str] = set_option(),
 ) -> None:
     """Convert a checkpoint of the public RecLMIS code into a reclmis checkpoint in reference-exact mode.
 

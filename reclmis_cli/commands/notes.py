@@ -14,7 +14,7 @@ from reclmis_core.choices import LAYOUTS
 from reclmis_core.data.note_text import STYLES
 
 from ..console import ProgressReporter, console, handle_errors, out, quiet_mode
-from ..options import quiet_option
+from ..options import config_option, configurable, quiet_option, set_option
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def _check_table(check: dict) -> Table:
 
 
 @handle_errors
+@configurable("notes")
 def notes(
     src: Path = typer.Argument(..., help="Source folder: any layout `prepare` reads, or images/ + masks/.",
                                show_default=False),
@@ -55,6 +56,8 @@ def notes(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all CPU cores)."),
     quiet: bool = quiet_option(),
+    config: Path | None = config_option(),
+    set_: list[str] = set_option(),
 ) -> None:
     """Write a note per image from its mask: side(s), lung zones and number of infected areas.
 

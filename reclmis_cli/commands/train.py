@@ -180,7 +180,6 @@ class _Progress:
 
     def __init__(self, log_every: int) -> None:
         self.bar = ProgressReporter(transient=True, every=max(1, log_every))
-        self.best = -1.0
         self.header = False
 
     def __call__(self, ev: Any) -> None:
@@ -202,8 +201,7 @@ class _Progress:
 
     def _row(self, ev: Any) -> None:
         r = ev.record
-        best = r["val_dice"] > self.best
-        self.best = max(self.best, r["val_dice"])
+        best = ev.best  # the trainer's decision: on resume it knows the saved best, this console does not
         losses = [k for k in r if k == "loss" or k.endswith("_loss")]
         if is_interactive():  # a table-like row per epoch, as Ultralytics prints
             cols = ["epoch", *losses, "val_dice", "val_miou", "lr", "time"]
@@ -236,7 +234,7 @@ _DEFAULTS = "default: from the preset"
 @handle_errors
 def train(
     dataset: str = typer.Option(None, "--dataset", help="Registered dataset: qata | mosmed (paper recipe, 200/500 "
-                                "epochs) | sample (bundled; tiny preset: 60 epochs, batch 8, lr 0.001)."),
+                                "epochs) | sample (bundled; the tiny preset)."),
     recipe: str = typer.Option(None, "--recipe", help="Training recipe: paper | reference with --dataset "
                                "qata|mosmed, or in full (paper-qata, reference-qata, reference-mosmed, ...) with any "
                                "data; default: the dataset's (paper)."),

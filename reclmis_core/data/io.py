@@ -739,7 +739,7 @@ def nifti_bytes(img: Any, gz: bool) -> bytes:
     return gzip.compress(raw, compresslevel=4) if gz else raw
 
 
-def write_nifti_mask(path: str | Path, mask: np.ndarray, meta: ImageMeta, display: bool = True) -> None:
+def write_nifti_mask(path: str | Path, mask: np.ndarray, meta: ImageMeta, display: bool = True) -> tuple[int, ...]:
     """Write a mask volume with the input's affine and header (uint8, 0/1), atomically.
 
     Args:
@@ -748,6 +748,10 @@ def write_nifti_mask(path: str | Path, mask: np.ndarray, meta: ImageMeta, displa
             already in the stored voxel order (``display=False``). Foreground is ``> 0``.
         meta: the meta of the NIfTI input (``meta.affine`` is required). For a DICOM series, an affine is
             derived from the slice positions (LPS -> RAS) so the volume overlays the series in any viewer.
+
+    Returns:
+        the shape of the written volume in the file's own voxel order (what ``nib.load(path).shape`` gives): the
+        input's stored order for a NIfTI input, (columns, rows, slices) for a DICOM series.
     """
     import nibabel as nib
 
@@ -774,6 +778,7 @@ def write_nifti_mask(path: str | Path, mask: np.ndarray, meta: ImageMeta, displa
     img.header["descrip"] = b"reclmis mask"
     path = Path(path)
     atomic_write_bytes(path, nifti_bytes(img, gz=str(path).lower().endswith(".gz")))
+    return tuple(int(s) for s in img.shape)
 
 
 def dicom_series_affine(meta: ImageMeta) -> np.ndarray:

@@ -47,6 +47,7 @@ from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
+from ..models.text.base import truncation_advice
 from ..utils import atomic_write_text
 from .checkpoint import (
     load_checkpoint,
@@ -83,6 +84,7 @@ class ProgressEvent:
     images_per_s: float = 0.0
     eta_s: float = 0.0  # seconds left for the whole run
     record: dict[str, float] | None = None  # the metrics.csv row at "epoch"
+    best: bool = False  # at "epoch": this epoch beat the run's best val Dice (a resumed run's saved best included)
     message: str = ""
 
 
@@ -144,7 +146,8 @@ def resolve_text_length(model: RecLMIS, cfg: RunConfig, notes: list[str]) -> int
         n_cut = sum(c > length for c in counts)
         if n_cut:
             log.warning("%d of %d training notes exceed model.text.max_length=%d tokens and will be cut "
-                        "(longest: %d); set model.text.max_length=0 to fit them", n_cut, len(counts), length, longest)
+                        "(longest: %d); %s", n_cut, len(counts), length, longest,
+                        truncation_advice(cfg.model.text.pad_to_max, length))
     model.max_length = length
     return length
 
@@ -547,7 +550,8 @@ class Trainer:
                           "val_dice": val_dice, "val_miou": val_miou,
                           "lr": self._step_lr, "seconds": time.perf_counter() - t0}
                 stopped = self.on_epoch_end(epoch, record)
-                self._emit(ProgressEvent("epoch", epoch, cfg.train.epochs, parts=parts, record=record))
+                self._emit(ProgressEvent("epoch", epoch, cfg.train.epochs, parts=parts, record=record,
+                                         best=self.state.best_epoch == epoch))
                 if stopped:
                     break
         finally:

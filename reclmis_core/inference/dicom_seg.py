@@ -111,8 +111,11 @@ def build_dicom_seg(mask: np.ndarray, meta: ImageMeta, seg_description: str | No
     return seg
 
 
-def write_dicom_seg(path: str | Path, mask: np.ndarray, meta: ImageMeta, seg_description: str | None = None) -> None:
-    """Build the SEG (:func:`build_dicom_seg`) and write it atomically to ``path``."""
+def write_dicom_seg(path: str | Path, mask: np.ndarray, meta: ImageMeta, seg_description: str | None = None
+                    ) -> tuple[int, int, int]:
+    """Build the SEG (:func:`build_dicom_seg`) and write it atomically to ``path``; returns its (frames, rows,
+    columns)."""
     seg = build_dicom_seg(mask, meta, seg_description)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
+    return int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns)

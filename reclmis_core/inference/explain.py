@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from ..data.preprocess import Geometry, restore_map
-from .restore import to_rgb
+from .figures import draw_lines, fit_text, font, line_height, text_width, wrap_text
+from .restore import mask_edge, to_rgb
 
 # A perceptually ordered dark-blue -> cyan -> yellow -> red ramp (close to "turbo"), as anchor colours.
 _RAMP = np.asarray(
@@ -47,86 +48,98 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return np.clip(_RAMP[lo] * (1 - t) + _RAMP[hi] * t + 0.5, 0, 255).astype(np.uint8)
 
 
-def heatmap_overlay(img8: np.ndarray, w_poi: np.ndarray, geom: Geometry, alpha: float = 0.5) -> np.ndarray:
-    """W_poi (g, g) on the input's pixel grid, min-max scaled, alpha-blended over the image (RGB uint8)."""
+def interest_map(w_poi: np.ndarray, geom: Geometry) -> np.ndarray:
+    """W_poi (g, g) on the input's pixel grid (H, W), float32, unscaled."""
     grid = np.asarray(w_poi, dtype=np.float32)
     # nearest-upsample to the model grid first so each patch stays a patch, then undo the geometry bilinearly
     patch = np.asarray(Image.fromarray(grid, mode="F").resize((geom.size, geom.size), Image.Resampling.NEAREST))
-    heat = restore_map(patch, geom)
+    return restore_map(patch, geom)
+
+
+def heatmap_overlay(img8: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A map on the image's pixel grid (:func:`interest_map`), min-max scaled, alpha-blended over it (RGB uint8)."""
     lo, hi = float(heat.min()), float(heat.max())
-    heat = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+    scaled = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
     rgb = to_rgb(img8).astype(np.float32)
-    out = (1 - alpha) * rgb + alpha * colormap(heat).astype(np.float32)
+    out = (1 - alpha) * rgb + alpha * colormap(scaled).astype(np.float32)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no sized default font
-        return ImageFont.load_default()
 
 
 def render_explanation(img8: np.ndarray, mask: np.ndarray | None, exp: Explanation, geom: Geometry,
                        note: str, panel: int = 384) -> np.ndarray:
-    """One RGB figure: [image + W_poi heat map | word-weight bar chart], the note as the title.
+    """One RGB figure: the note (wrapped) on top, then [image + W_poi heat map | its colour bar | word-weight bars],
+    then a legend. No text is drawn over the image.
 
     Args:
         img8: the input's 8-bit display image (H, W) or (H, W, 3).
-        mask: optional binary mask (H, W) whose contour is drawn on the heat map.
+        mask: optional binary mask (H, W) whose contour is drawn (white) on the heat map.
         exp: the interest weights.
         geom: geometry of the image (to put W_poi on its pixel grid).
         note: the note, printed above the panels.
         panel: height of the image panel in pixels.
     """
-    heat = heatmap_overlay(img8, exp.w_poi, geom)
-    if mask is not None and np.any(mask):
-        from PIL import ImageFilter
-
-        m = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255)
-        edge = (np.asarray(m) > 0) & ~(np.asarray(m.filter(ImageFilter.MinFilter(3))) > 0)
-        heat[edge] = (255, 255, 255)
+    weights = interest_map(exp.w_poi, geom)
+    heat = heatmap_overlay(img8, weights)
+    outlined = mask is not None and bool(np.any(mask))
+    if outlined:
+        heat[mask_edge(mask, 3)] = (255, 255, 255)
     h, w = heat.shape[:2]
-    scale = panel / h
-    pw = max(1, round(w * scale))
+    pw = max(1, round(w * panel / h))
     left = Image.fromarray(heat).resize((pw, panel), Image.Resampling.BILINEAR)
 
-    font = _font(13)
-    title_font = _font(14)
-    rows = len(exp.tokens)
-    row_h = 18
-    label_w = 110
-    bar_w = 200
-    chart_w = label_w + bar_w + 60
-    chart_h = max(panel, 28 + rows * row_h + 10)
-    title_h = 28
-    bar_gap = 64  # the W_poi colour bar between the two panels
-    canvas = Image.new("RGB", (pw + bar_gap + chart_w + 20, title_h + max(panel, chart_h)), (255, 255, 255))
-    canvas.paste(left, (0, title_h))
+    fnt, title_fnt = font(13), font(14)
+    step, pad = line_height(fnt), 8
+    # word chart: a label column as wide as the longest token (long ones end with an ellipsis), bars, values
+    label_w = min(max((text_width(fnt, t) for t in exp.tokens), default=40), 180) + pad
+    bar_w, value_w = 200, text_width(fnt, "0.000") + pad
+    chart_w = label_w + bar_w + value_w
+    row_h = max(18, step)
+    chart_h = len(exp.tokens) * row_h
+    # colour bar: as wide as its labels (the weights of this image's most and least interesting pixels)
+    hi_label, lo_label = f"{float(weights.max()):.4g} high", f"{float(weights.min()):.4g} low"
+    bar_gap = 12 + 4 + max(text_width(fnt, hi_label), text_width(fnt, lo_label), text_width(fnt, "W_poi")) + pad
+    width = pad + pw + pad + bar_gap + pad + chart_w + pad
+    title_lines = wrap_text(f"note: {note}" if note else "note: (none)", title_fnt, width - 2 * pad, max_lines=6)
+    title_h = pad + line_height(title_fnt) * len(title_lines)
+    legend = ["W_poi: each patch's share of the image's interest (colour bar: this image's lowest to highest)",
+              "W_woi: bar length and colour = the word's weight relative to the top word (same colour scale)",
+              "grey labels: special tokens, not words of the note"]
+    if outlined:
+        legend.append("white outline: predicted lesion")
+    legend_lines = [line for text in legend for line in wrap_text(text, fnt, width - 2 * pad)]
+    body_top = title_h + pad + step  # panel headers sit in the step above the panels
+    body_h = max(panel, chart_h)
+    height = body_top + body_h + pad + step * len(legend_lines) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    shown = note if len(note) <= 110 else note[:107] + "..."
-    draw.text((6, 6), f"note: {shown}", fill=(0, 0, 0), font=title_font)
+    draw_lines(draw, (pad, pad // 2), title_lines, title_fnt)
+
+    x_img = pad
+    draw.text((x_img, body_top - step), fit_text("W_poi (patches of interest)", fnt, pw), fill=(0, 0, 0), font=fnt)
+    canvas.paste(left, (x_img, body_top))
+
     # colour bar of the heat map: its colours from low (bottom) to high (top) interest
-    cb_x, cb_top, cb_h = pw + 8, title_h + 16, panel - 40
-    ramp = colormap(np.linspace(1.0, 0.0, cb_h))
-    for i, colour in enumerate(ramp):
-        draw.line([(cb_x, cb_top + i), (cb_x + 12, cb_top + i)], fill=tuple(int(c) for c in colour))
-    draw.rectangle([cb_x, cb_top, cb_x + 12, cb_top + cb_h], outline=(0, 0, 0))
-    draw.text((cb_x + 16, cb_top - 2), "high", fill=(0, 0, 0), font=font)
-    draw.text((cb_x + 16, cb_top + cb_h - 12), "low", fill=(0, 0, 0), font=font)
-    draw.text((cb_x, title_h), "W_poi", fill=(0, 0, 0), font=font)
-    x0, y0 = pw + bar_gap + 20, title_h
-    draw.text((x0, y0), "W_woi (words of interest)", fill=(0, 0, 0), font=font)
+    cb_x, cb_top, cb_h = x_img + pw + pad, body_top, panel
+    draw.text((cb_x, body_top - step), "W_poi", fill=(0, 0, 0), font=fnt)
+    draw.rectangle([cb_x, cb_top, cb_x + 12, cb_top + cb_h - 1], outline=(0, 0, 0))
+    for i, colour in enumerate(colormap(np.linspace(1.0, 0.0, cb_h - 2))):  # inside the frame, both ends shown
+        draw.line([(cb_x + 1, cb_top + 1 + i), (cb_x + 11, cb_top + 1 + i)], fill=tuple(int(c) for c in colour))
+    draw.text((cb_x + 16, cb_top), hi_label, fill=(0, 0, 0), font=fnt)
+    draw.text((cb_x + 16, cb_top + cb_h - step), lo_label, fill=(0, 0, 0), font=fnt)
+
+    x0 = cb_x + bar_gap + pad
+    draw.text((x0, body_top - step), "W_woi (words of interest)", fill=(0, 0, 0), font=fnt)
     wmax = float(exp.w_woi.max()) if len(exp.w_woi) else 1.0
     colours = colormap(exp.w_woi / wmax if wmax > 0 else exp.w_woi)
     for i, (tok, wt) in enumerate(zip(exp.tokens, exp.w_woi)):
-        y = y0 + 24 + i * row_h
-        label = tok if len(tok) <= 14 else tok[:13] + "~"
+        y = body_top + i * row_h
         special = tok in SPECIAL_TOKENS
-        draw.text((x0, y), label, fill=(150, 150, 150) if special else (0, 0, 0), font=font)
+        draw.text((x0, y), fit_text(tok, fnt, label_w - pad), fill=(150, 150, 150) if special else (0, 0, 0),
+                  font=fnt)
         length = int(round(bar_w * (float(wt) / wmax))) if wmax > 0 else 0
         draw.rectangle([x0 + label_w, y + 2, x0 + label_w + max(length, 1), y + row_h - 4],
                        fill=tuple(int(c) for c in colours[i]))
-        draw.text((x0 + label_w + length + 4, y), f"{float(wt):.3f}", fill=(60, 60, 60), font=font)
-    draw.text((4, title_h + panel - 18), "W_poi (patches of interest)", fill=(255, 255, 255), font=font)
+        draw.text((x0 + label_w + length + 4, y), f"{float(wt):.3f}", fill=(60, 60, 60), font=fnt)
+
+    draw_lines(draw, (pad, body_top + body_h + pad), legend_lines, fnt, fill=(60, 60, 60))
     return np.asarray(canvas)

@@ -8,14 +8,16 @@ NIfTI with its affine/header, DICOM SEG referencing its instances) and write eve
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
-from ..data.io import ImageMeta, encode_png, write_mask_png, write_nifti_mask
+from ..data.io import ImageMeta, encode_png, resize_array, write_mask_png, write_nifti_mask
 from ..errors import DataError
 from ..utils import atomic_path, atomic_write_bytes
+from .figures import draw_lines, fit_text, font, font_size_for, line_height, upscale_factor, wrap_text
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +32,129 @@ def to_rgb(img8: np.ndarray) -> np.ndarray:
     return np.repeat(img8[..., None], 3, axis=2) if img8.ndim == 2 else np.ascontiguousarray(img8[..., :3])
 
 
-def overlay_image(img8: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 40, 40),
-                  alpha: float = 0.35) -> np.ndarray:
+LESION_FILL = (255, 40, 40)  # the overlay's mask colour, blended over the image
+LESION_EDGE = (255, 230, 0)  # its contour
+LESION_ALPHA = 0.35  # opacity of the fill
+MAX_TILES = 9  # slices in a volume's overlay mosaic (3 x 3)
+
+
+def overlay_image(img8: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = LESION_FILL,
+                  alpha: float = LESION_ALPHA) -> np.ndarray:
     """Mask fill (semi-transparent) and a solid contour over the image, at the image's resolution."""
     rgb = to_rgb(img8).astype(np.float32)
     m = np.asarray(mask) > 0
     col = np.asarray(color, dtype=np.float32)
     rgb[m] = (1 - alpha) * rgb[m] + alpha * col
     if m.any():
-        # contour = mask minus its erosion; thicker on large images so it stays visible
-        k = 3 if max(m.shape) < 768 else 5
-        eroded = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(k))) > 0
-        rgb[m & ~eroded] = (255.0, 230.0, 0.0)
+        rgb[mask_edge(m)] = LESION_EDGE
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def mask_edge(mask: np.ndarray, width: int | None = None) -> np.ndarray:
+    """The contour of a binary mask: the mask minus its erosion by a ``width`` x ``width`` square (default 3, or 5
+    on images over 768 px so it stays visible)."""
+    m = np.asarray(mask) > 0
+    k = width or (3 if max(m.shape) < 768 else 5)
+    eroded = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(k))) > 0
+    return m & ~eroded
+
+
+def view_slice(mask: np.ndarray) -> int:
+    """The slice a 2-D view of a (Z, H, W) mask shows: the one with the largest lesion (the middle one if none)."""
+    areas = np.asarray(mask).reshape(mask.shape[0], -1).sum(axis=1)
+    return int(np.argmax(areas)) if areas.max() > 0 else mask.shape[0] // 2
+
+
+def mosaic_slices(mask: np.ndarray, view: int, max_tiles: int = MAX_TILES) -> list[int]:
+    """Slices of a volume's overlay: those with lesion (at most ``max_tiles``, evenly spread, ``view`` always in),
+    or ``[view]`` when no slice has any."""
+    with_lesion = np.flatnonzero(np.asarray(mask).reshape(mask.shape[0], -1).any(axis=1))
+    if len(with_lesion) == 0:
+        return [view]
+    if len(with_lesion) <= max_tiles:
+        return [int(z) for z in with_lesion]
+    picked = {int(with_lesion[i]) for i in np.linspace(0, len(with_lesion) - 1, max_tiles).round().astype(int)}
+    if view not in picked:
+        picked.remove(min(picked, key=lambda z: abs(z - view)))
+        picked.add(view)
+    return sorted(picked)
+
+
+def overlay_figure(img8: np.ndarray, mask: np.ndarray, note: str, threshold: float,
+                   view: int | None = None) -> np.ndarray:
+    """The ``<stem>_overlay.png`` people read: the mask over the image, then a caption band below it with a legend
+    (mask colour = predicted lesion, the threshold) and the note, wrapped.
+
+    A 2-D image keeps its aspect and is shown at least at its own size: k times, k the smallest integer giving a
+    shortest side of at least :data:`~.figures.MIN_VIEW_SIDE` px (image bilinear, mask nearest, so each input
+    pixel stays a k x k block). A volume (Z, H, W) becomes a mosaic of its slices with lesion (up to
+    :data:`MAX_TILES`, each labelled with its index; ``view``, the slice with the largest lesion by default, is
+    always one), each tile upscaled the same way.
+
+    Args:
+        img8: 8-bit display image (H, W) / (H, W, 3), or display slices (Z, H, W).
+        mask: binary mask of the same (H, W) / (Z, H, W).
+        note: the note the mask answers (printed in full, wrapped; very long notes end with an ellipsis).
+        threshold: the probability threshold that made the mask (printed in the legend).
+        view: for volumes, the slice always shown (default :func:`view_slice`).
+    """
+    img8, mask = np.asarray(img8), np.asarray(mask) > 0
+    volume = mask.ndim == 3
+    if volume:
+        view = view_slice(mask) if view is None else view
+        slices = mosaic_slices(mask, view)
+        frames = [(img8[z], mask[z]) for z in slices]
+    else:
+        slices, frames = [], [(img8, mask)]
+    h, w = frames[0][1].shape
+    k = upscale_factor(h, w)
+    tiles = [overlay_image(resize_array(to_rgb(im), (h * k, w * k)),
+                           resize_array(m.astype(np.uint8), (h * k, w * k), nearest=True)) for im, m in frames]
+    th, tw = tiles[0].shape[:2]
+    cols = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    gap = 4 if volume else 0
+    width = cols * tw + (cols - 1) * gap
+    fnt = font(font_size_for(width))
+    tile_fnt = font(font_size_for(tw))
+    label_h = line_height(tile_fnt) + 2 if volume else 0
+    pad = max(6, line_height(fnt) // 2)
+
+    # the caption: legend (swatch + what it is, the threshold, which slices), then the note
+    step = line_height(fnt)
+    swatch = step - 4
+    text_w = width - 2 * pad
+    legend = ["predicted lesion" if mask.any() else "no lesion predicted", f"mask: probability > {threshold:g}"]
+    if volume:
+        n_lesion = int(mask.reshape(mask.shape[0], -1).any(axis=1).sum())
+        shown = f"{len(slices)} shown" if n_lesion else "the middle one shown"
+        legend.append(f"{n_lesion} of {mask.shape[0]} slices with lesion, {shown}")
+    indent = swatch + pad if mask.any() else 0
+    legend_lines = [line for text in legend for line in wrap_text(text, fnt, text_w - indent)]
+    note_lines = wrap_text(f"note: {note}" if note else "note: (none)", fnt, text_w, max_lines=8)
+    band_h = pad + step * len(legend_lines) + pad // 2 + step * len(note_lines) + pad
+    grid_h = rows * (label_h + th) + (rows - 1) * gap
+    canvas = Image.new("RGB", (width, grid_h + band_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, tile in enumerate(tiles):
+        x, y = (i % cols) * (tw + gap), (i // cols) * (label_h + th + gap)
+        if volume:
+            z = slices[i]
+            label = f"slice {z}/{mask.shape[0] - 1}" + (" (largest)" if z == view and mask.any() else "")
+            draw.text((x + 2, y + 1), fit_text(label, tile_fnt, tw - 4), fill=(0, 0, 0), font=tile_fnt)
+        canvas.paste(Image.fromarray(tile), (x, y + label_h))
+    y = grid_h + pad
+    if mask.any():
+        draw.rectangle([pad, y + 2, pad + swatch, y + 2 + swatch], fill=_blend(LESION_FILL), outline=LESION_EDGE,
+                       width=max(2, swatch // 6))
+    y = draw_lines(draw, (pad + indent, y), legend_lines, fnt)
+    draw_lines(draw, (pad, y + pad // 2), note_lines, fnt, fill=(30, 30, 30))
+    return np.asarray(canvas)
+
+
+def _blend(color: tuple[int, int, int], alpha: float = LESION_ALPHA, base: int = 128) -> tuple[int, int, int]:
+    """The overlay's fill colour over a mid-gray pixel: what the legend swatch shows."""
+    return tuple(int(round((1 - alpha) * base + alpha * c)) for c in color)  # type: ignore[return-value]
 
 
 def prob_to_uint8(prob: np.ndarray) -> np.ndarray:
@@ -78,16 +190,22 @@ class OutputSet:
         self.files.clear()
 
 
-def write_png_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> None:
-    """Binary mask (0/255) at the input's own (H, W)."""
+#: Axis names of predictions.json's ``shape`` (the mask as predict holds it: display slices, rows, columns).
+SHAPE_ORDER = {2: ["row", "column"], 3: ["slice", "row", "column"]}
+
+
+def write_png_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> tuple[int, int]:
+    """Binary mask (0/255) at the input's own (H, W); returns the PNG's (rows, columns)."""
     if tuple(mask.shape) != tuple(meta.display_shape):
         raise DataError(f"{meta.path}: mask {mask.shape} does not match the input size {meta.display_shape}")
     write_mask_png(path, mask, meta)
+    return int(mask.shape[0]), int(mask.shape[1])
 
 
-def write_volume_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> None:
-    """(Z, H, W) display-slice mask -> NIfTI with the input's affine/header (NIfTI or DICOM series input)."""
-    write_nifti_mask(path, mask, meta)
+def write_volume_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> tuple[int, ...]:
+    """(Z, H, W) display-slice mask -> NIfTI with the input's affine/header (NIfTI or DICOM series input); returns
+    the file's shape in its own voxel order (see :func:`~reclmis_core.data.io.write_nifti_mask`)."""
+    return write_nifti_mask(path, mask, meta)
 
 
 def write_png(path: Path, arr: np.ndarray) -> None:

@@ -21,9 +21,11 @@ from .explain import render_explanation
 from .inputs import Failure, InputSpec
 from .predictor import Prediction
 from .restore import (
+    SHAPE_ORDER,
     OutputSet,
-    overlay_image,
+    overlay_figure,
     prob_to_uint8,
+    view_slice,
     volume_prob_in_stored_order,
     write_npy,
     write_png,
@@ -106,23 +108,24 @@ def _area_stats(mask: np.ndarray, meta: ImageMeta) -> dict[str, Any]:
     return out
 
 
-def _png(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> None:
-    write_png_mask(outs.path("mask", "_mask.png"), mask, meta)
+def _png(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> tuple[int, ...]:
+    return write_png_mask(outs.path("mask", "_mask.png"), mask, meta)
 
 
-def _nifti(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> None:
-    write_volume_mask(outs.path("mask", "_mask.nii.gz"), mask, meta)
+def _nifti(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> tuple[int, ...]:
+    return write_volume_mask(outs.path("mask", "_mask.nii.gz"), mask, meta)
 
 
-def _dicom_seg(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> None:
+def _dicom_seg(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> tuple[int, ...]:
     from .dicom_seg import write_dicom_seg
 
-    write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, opts.seg_description)
+    return write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, opts.seg_description)
 
 
-# Mask writers by --format (``auto`` resolves to one of them per input); FORMATS in reclmis_core.choices lists
+# Mask writers by --format (``auto`` resolves to one of them per input), each returning the file's own shape;
+# FORMATS in reclmis_core.choices lists
 # the same names for the CLI help (a test keeps the two equal).
-MASK_WRITERS: dict[str, Callable[[OutputSet, np.ndarray, ImageMeta, PredictOptions], None]] = {
+MASK_WRITERS: dict[str, Callable[[OutputSet, np.ndarray, ImageMeta, PredictOptions], tuple[int, ...]]] = {
     "png": _png,
     "nifti": _nifti,
     "dicom-seg": _dicom_seg,
@@ -143,6 +146,7 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
         "kind": meta.kind,
         "modality": meta.modality,
         "shape": list(mask.shape),
+        "shape_order": SHAPE_ORDER[mask.ndim],
         "note": pred.note,
         "threshold": opts.threshold,
         "format": fmt,
@@ -150,16 +154,17 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
     entry.update(_area_stats(mask, meta))
     # the slice shown in 2-D views of a volume: the one with the largest lesion (middle one if none)
     if pred.is_volume:
-        areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
-        z = int(np.argmax(areas)) if areas.max() > 0 else mask.shape[0] // 2
+        z = view_slice(mask)
         img2d, mask2d = pred.image8[z], mask[z]
         entry["view_slice"] = z
     else:
         z, img2d, mask2d = 0, pred.image8, mask
     try:
-        MASK_WRITERS[fmt](outs, mask, meta, opts)
+        file_shape = MASK_WRITERS[fmt](outs, mask, meta, opts)
+        entry["file_shape"] = list(file_shape)  # the mask file's own axis order (nib.load(f).shape for NIfTI)
         if opts.overlay:
-            write_png(outs.path("overlay", "_overlay.png"), overlay_image(img2d, mask2d))
+            fig = overlay_figure(pred.image8, mask, pred.note, opts.threshold, z)
+            write_png(outs.path("overlay", "_overlay.png"), fig)
         if opts.save_prob:
             if pred.is_volume:
                 write_npy(outs.path("prob", "_prob.npy"), volume_prob_in_stored_order(pred.prob, meta))

@@ -78,7 +78,8 @@ def test_root_help_short_flag_and_env_listed():
     assert res.exit_code == 0 and "env" in res.output and "<bool>" not in res.output
 
 
-@pytest.mark.parametrize("command", ("prepare", "train", "eval", "predict", "export", "bench", "env"))
+@pytest.mark.parametrize("command", ("prepare", "train", "eval", "predict", "export", "bench", "env", "notes",
+                                     "convert-reference", "convert-clip"))
 def test_common_options_spelled_once(command):
     text = runner.invoke(app, [command, "-h"]).output
     assert "--quiet" in text and "-q" in text

@@ -83,3 +83,21 @@ def test_notes_check_json_and_errors(tmp_path: Path) -> None:
         assert not (tmp_path / "x.csv").exists()
     r = runner.invoke(app, ["notes", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.csv")])
     assert r.exit_code == 2 and "not found" in r.output
+
+
+def test_notes_takes_its_config_section_and_set(tmp_path: Path) -> None:
+    """Like every command: a `notes:` section of --config and --set key=value set its options."""
+    src = tmp_path / "src"
+    _masks_only_folder(src, n=4)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("notes: {style: plain, workers: 1}\n")
+    out_csv = tmp_path / "notes.csv"
+    r = runner.invoke(app, ["notes", str(src), "--out", str(out_csv), "--config", str(cfg), "-q"])
+    assert r.exit_code == 0, r.output
+    plain = [row["note"] for row in csv.DictReader(out_csv.open())]
+    r = runner.invoke(app, ["notes", str(src), "--out", str(out_csv), "--config", str(cfg), "--set", "style=qata",
+                            "--overwrite", "-q"])
+    assert r.exit_code == 0, r.output
+    assert [row["note"] for row in csv.DictReader(out_csv.open())] != plain  # --set wins over the file
+    r = runner.invoke(app, ["notes", str(src), "--out", str(out_csv), "--set", "styel=plain", "--overwrite"])
+    assert r.exit_code == 2 and "Did you mean 'style'" in r.output

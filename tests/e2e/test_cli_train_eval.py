@@ -148,6 +148,22 @@ def test_resume_continues_the_cli_run(run_dir, data_dir, tmp_path):
     assert res.exit_code == 2 and "train.lr" in res.output
 
 
+def test_resumed_epoch_is_best_only_if_it_beats_the_saved_best(run_dir, tmp_path):
+    """Issue 15: the console marked the first resumed epoch "best" (it started from no best at all)."""
+    run = tmp_path / "r"
+    shutil.copytree(run_dir, run)
+    state_file = run / "last" / "state" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["best_dice"] = 1.5  # no epoch can beat it (Dice <= 1): the resumed epoch is not the best
+    state_file.write_text(json.dumps(state))
+    res = runner.invoke(app, ["train", "--resume", "--out", str(run), "--epochs", "3", "--deterministic", "--cpu"])
+    assert res.exit_code == 0, res.output
+    (row,) = [line for line in res.output.splitlines() if line.startswith("epoch 3/3 ") and "val_dice" in line]
+    assert "[best]" not in row
+    summary = json.loads((run / "results.json").read_text())
+    assert summary["best_epoch"] == state["best_epoch"] != 3
+
+
 _RANK_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path

@@ -24,6 +24,7 @@ from reclmis_core.inference import (
     to_model_pixels,
 )
 from reclmis_core.inference import write_prediction
+from reclmis_core.inference.figures import upscale_factor
 
 NOTE = "Unilateral pulmonary infection, one infected area, lower left lung."
 CORPUS = [
@@ -110,12 +111,15 @@ def test_png_gray_rgb_16bit_masks_come_back_at_input_size(predictor, tmp_path):
         stem = f.stem
         mask = np.asarray(Image.open(tmp_path / "out" / f"{stem}_mask.png"))
         assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
-        assert np.asarray(Image.open(tmp_path / "out" / f"{stem}_overlay.png")).shape == (h, w, 3)
+        overlay = np.asarray(Image.open(tmp_path / "out" / f"{stem}_overlay.png"))
+        k = upscale_factor(h, w)  # the picture at k x its size (k = 1 from 256 px), a caption band below
+        assert overlay.ndim == 3 and overlay.shape[1] == w * k and overlay.shape[0] > h * k >= h
         assert np.asarray(Image.open(tmp_path / "out" / f"{stem}_prob.png")).shape == (h, w)
     doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
     entry = doc["inputs"][0]
     for key in ("input", "note", "threshold", "foreground_fraction", "lesion_area_px", "lesion_area_mm2", "outputs"):
         assert key in entry
+    assert entry["shape"] == entry["file_shape"] == [50, 70] and entry["shape_order"] == ["row", "column"]
     assert entry["lesion_area_mm2"] is None  # a PNG has no spacing
     assert Path(entry["outputs"]["mask"]).is_file()
 
@@ -205,6 +209,9 @@ def test_dicom_series_to_nifti_and_dicom_seg(predictor, tmp_path):
     assert not report.failures and report.entries[0]["kind"] == "dicom-series"
     img = nib.load(tmp_path / "nii" / "series_mask.nii.gz")
     assert img.shape == (128, 128, 3)
+    entry = report.entries[0]  # shape in predict's (slice, row, column) order, file_shape in the NIfTI's
+    assert entry["shape"] == [3, 128, 128] and entry["shape_order"] == ["slice", "row", "column"]
+    assert entry["file_shape"] == list(img.shape)
     report = _run(predictor, [tmp_path / "series"], tmp_path / "seg", format="dicom-seg")
     seg = pydicom.dcmread(tmp_path / "seg" / "series_seg.dcm")
     assert int(seg.NumberOfFrames) == 3
@@ -212,6 +219,7 @@ def test_dicom_series_to_nifti_and_dicom_seg(predictor, tmp_path):
             for g in seg.PerFrameFunctionalGroupsSequence]
     assert sorted(refs) == sorted(uids)
     assert report.entries[0]["lesion_volume_mm3"] is not None or report.entries[0]["lesion_area_px"] == 0
+    assert report.entries[0]["file_shape"] == [int(seg.NumberOfFrames), int(seg.Rows), int(seg.Columns)]
 
 
 # ------------------------------------------------------------------------------------------ NIfTI
@@ -231,6 +239,11 @@ def test_nifti_volume_mask_has_identical_affine_shape_and_zooms(predictor, tmp_p
     assert out.header.get_sform(coded=True)[1] == inp.header.get_sform(coded=True)[1]
     assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1}
     assert np.load(tmp_path / "out" / "anatomical_prob.npy").shape == inp.shape
+    # predictions.json: shape in predict's (slice, row, column) order, named; file_shape as nibabel reads the file
+    entry = report.entries[0]
+    assert entry["file_shape"] == list(out.shape) == list(inp.shape) == [33, 41, 25]
+    assert entry["shape"] == [25, 41, 33] and entry["shape_order"] == ["slice", "row", "column"]
+    assert 0 <= entry["view_slice"] < entry["shape"][entry["shape_order"].index("slice")]
     # the mask volume is the prediction put back voxel for voxel: compare with the probabilities saved
     prob = np.load(tmp_path / "out" / "anatomical_prob.npy")
     np.testing.assert_array_equal(np.asarray(out.dataobj) > 0, prob > 0.5)

@@ -48,6 +48,39 @@ def test_truncation_warns_once_per_run_not_per_batch(caplog):
     assert tok.truncation_summary() == (2, max(tok.count(NOTE), tok.count(other)) - 10)
 
 
+@pytest.mark.parametrize("pad_to_max", [False, True], ids=["own-length", "reference-exact"])
+def test_truncation_advice_depends_on_the_mode(caplog, pad_to_max):
+    """Issue 15: 'raise max_length' is wrong advice when the reference's 18 tokens are part of the model."""
+    tok = ClipTokenizer()
+    with caplog.at_level(logging.WARNING):
+        batch = tok([NOTE + " Extra words beyond the limit.", "short"], 18, pad_to_max=pad_to_max)
+    assert batch.truncated[0] > 0 and batch.input_ids.shape == (2, 18)
+    (warning,) = [r.getMessage() for r in caplog.records if "are cut" in r.getMessage()]
+    if pad_to_max:
+        assert "reference-exact mode" in warning and "18 tokens" in warning and "raise" not in warning
+    else:
+        assert "raise model.text.max_length" in warning and "reference" not in warning
+
+
+def test_trainer_truncation_warning_follows_the_mode(caplog):
+    """The training-time count of cut notes gives the same mode-dependent advice."""
+    from reclmis_core.config import build_config
+    from reclmis_core.engine.trainer import resolve_text_length
+    from reclmis_core.models import build_model
+
+    notes = [NOTE + " Extra words beyond the limit.", "short note"]
+    for pad_to_max, needle in ((False, "raise model.text.max_length"), (True, "reference-exact mode")):
+        cfg = build_config("tiny", overrides={"model": {"image_size": 32,
+                                                        "text": {"max_length": 12, "pad_to_max": pad_to_max}}})
+        model = build_model(cfg.model, corpus=notes * 3)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert resolve_text_length(model, cfg, notes) == 12
+        (warning,) = [r.getMessage() for r in caplog.records if "will be cut" in r.getMessage()]
+        assert needle in warning
+        assert ("raise" in warning) != pad_to_max
+
+
 def _tiny_clip(tmp_path):
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 

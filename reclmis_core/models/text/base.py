@@ -25,6 +25,18 @@ class TokenBatch:
     truncated: list[int]  # per note: how many tokens were cut to fit max_length
 
 
+def truncation_advice(pad_to_max: bool, max_length: int) -> str:
+    """What to do about notes cut at ``max_length`` tokens, for the warnings that report them.
+
+    In reference-exact mode (``model.text.pad_to_max``) the length is part of the model: the authors' network was
+    trained on exactly ``max_length`` (18) tokens per note, so raising it would feed that model inputs it never saw.
+    """
+    if pad_to_max:
+        return (f"in reference-exact mode (model.text.pad_to_max) every note is {max_length} tokens, as the authors' "
+                "model was trained; keep max_length and shorten the notes if their end matters")
+    return "raise model.text.max_length to keep them whole (0: as long as the longest training note)"
+
+
 class NoteTokenizer:
     """Base tokenizer: subclasses implement ``_encode_one`` and ``describe``."""
 
@@ -47,7 +59,8 @@ class NoteTokenizer:
         """JSON description for export sidecars (kind, files/ids, special tokens)."""
         raise NotImplementedError
 
-    def _report_truncation(self, texts: Sequence[str], cut: list[int], max_length: int) -> None:
+    def _report_truncation(self, texts: Sequence[str], cut: list[int], max_length: int, pad_to_max: bool = False
+                           ) -> None:
         """Warn once per tokenizer (one per run), on the first cut note; later distinct notes are counted."""
         seen: dict[str, int] = self.__dict__.setdefault("_cut_notes", {})
         new = {t: c for t, c in zip(texts, cut) if c and t not in seen}
@@ -57,9 +70,9 @@ class NoteTokenizer:
         seen.update(new)
         if first:
             log.warning(
-                "notes longer than %d tokens are cut (this batch: %d of %d notes, max %d tokens lost); raise "
-                "model.text.max_length to keep them whole (warned once; later ones are counted)",
-                max_length, sum(1 for c in cut if c), len(texts), max(cut),
+                "notes longer than %d tokens are cut (this batch: %d of %d notes, max %d tokens lost); %s (warned "
+                "once; later ones are counted)",
+                max_length, sum(1 for c in cut if c), len(texts), max(cut), truncation_advice(pad_to_max, max_length),
             )
         else:
             log.debug("%d more distinct notes cut to %d tokens (%d so far)", len(new), max_length, len(seen))
@@ -85,7 +98,7 @@ class NoteTokenizer:
                 cut.append(0)
             rows.append(ids)
         if any(cut):
-            self._report_truncation(texts, cut, max_length)
+            self._report_truncation(texts, cut, max_length, pad_to_max)
         length = max_length if pad_to_max else (max(len(r) for r in rows) if rows else 1)
         ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
