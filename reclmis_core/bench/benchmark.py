@@ -39,7 +39,7 @@ from ..config import RunConfig, build_config
 from ..device import apply_threads, resolve_device
 from ..errors import ConfigError, DataError
 from ..device import bf16_support, cpu_name
-from ..export.exporter import SAMPLE_NOTES, sample_images
+from ..export.samples import SAMPLE_NOTES, sample_images
 from ..runtime.backends import BACKENDS as BACKEND_TABLE
 from ..runtime.backends import BENCH_BACKENDS, QUICK_BACKENDS, TABLE_II_BACKENDS
 from .counting import _m, _reconciliation, count_flops, count_params

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..export.exporter import SAMPLE_NOTES, sample_images
+from ..export.samples import SAMPLE_NOTES, sample_images
 from ..export.quantize import mask_dice
 from ..runtime.backends import backend_spec
 from ..runtime.base import Runtime

@@ -4,7 +4,9 @@
 ``OnnxSegmenter`` (in ``runtime``) runs an ONNX export with ONNX Runtime.
 """
 
-from .exporter import FORMATS, SAMPLE_NOTES, ExportResult, VerifyResult, export_model, sample_images
+from .exporter import FORMATS, ExportResult, export_model
+from .samples import SAMPLE_NOTES, sample_images
+from .verify import VerifyResult
 from .onnx import DEFAULT_OPSET, ExportError
 
 __all__ = [

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -35,52 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .. import __version__
 from ..config import RunConfig, config_to_dict
-from ..data.preprocess import PreprocessPlan, normalise_batch
+from ..data.preprocess import PreprocessPlan
 from ..data.reference import SIDECAR_DESCRIPTION as REFERENCE_SIDECAR
 from ..errors import ConfigError
+from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, _dims, export_onnx, onnx_initializer_params
 from .quantize import DEFAULT_CALIB_IMAGES, DEFAULT_MIN_DICE
-from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, export_onnx, onnx_initializer_params, _dims
+from .samples import SAMPLE_NOTES, sample_images
+from .verify import VerifyResult, verify_onnx, verify_safetensors, verify_torch_export
 
 log = logging.getLogger(__name__)
-
-VERIFY_TOL = 1e-4
-
-# QaTa-COV19-style notes (LViT's extended annotations): used as examples for export tracing, verification, the
-# bench's text input and the vocabulary of a preset-only `tiny` model.
-SAMPLE_NOTES = [
-    "Bilateral pulmonary infection, two infected areas, upper left lung and upper right lung.",
-    "Unilateral pulmonary infection, one infected area, lower right lung.",
-    "Bilateral pulmonary infection, three infected areas, middle left lung and lower left lung and lower right lung.",
-    "Unilateral pulmonary infection, two infected areas, middle left lung and lower left lung.",
-    "Bilateral pulmonary infection, four infected areas, upper left lung and middle left lung and upper right lung "
-    "and lower right lung.",
-    "Unilateral pulmonary infection, one infected area, upper right lung.",
-    "Bilateral pulmonary infection, two infected areas, lower left lung and lower right lung.",
-    "Unilateral pulmonary infection, one infected area, middle left lung.",
-]
-
-
-@dataclass
-class VerifyCase:
-    batch: int
-    notes: list[str]
-    max_abs_diff: float
-
-
-@dataclass
-class VerifyResult:
-    passed: bool
-    tolerance: float
-    max_abs_diff: float
-    backend: str
-    cases: list[VerifyCase] = field(default_factory=list)
-
 
 @dataclass
 class ExportResult:
@@ -112,30 +79,6 @@ class ExportFormat:
     requires: tuple[str, ...]  # importable modules it needs
     writer: Callable[..., dict[str, Any]]
     verifier: Callable[..., VerifyResult]
-
-
-# --------------------------------------------------------------------------------------------------
-# Sample inputs
-# --------------------------------------------------------------------------------------------------
-
-
-def sample_images(cfg: RunConfig, n: int, seed: int = 0) -> Tensor:
-    """Deterministic phantom chest-radiograph-like images, normalised like the data pipeline: (n, C, S, S)."""
-    s, c = cfg.model.image_size, cfg.model.in_channels
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
-    out = np.empty((n, 1, s, s), dtype=np.float32)
-    for i in range(n):
-        img = 60 + 40 * yy  # soft vertical gradient
-        for cx in (0.3, 0.7):  # two lung fields
-            img += 90 * np.exp(-(((xx - cx) / 0.13) ** 2 + ((yy - 0.5) / 0.28) ** 2))
-        for _ in range(rng.integers(1, 4)):  # lesions
-            cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.8), rng.uniform(0.03, 0.08)
-            img += 50 * np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / r**2))
-        img += rng.normal(0, 6, size=img.shape)
-        img = np.clip(img, 0, 255)
-        out[i] = img[None]
-    return torch.from_numpy(normalise_batch(out, c, cfg.data.mean, cfg.data.std))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,81 +261,15 @@ def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | Non
     return {"params_exported": count, "opset": None, "exporters": {"model": "safetensors"}}
 
 
-# --------------------------------------------------------------------------------------------------
-# Verification
-# --------------------------------------------------------------------------------------------------
-
-
-def _verify_cases(cfg: RunConfig) -> list[tuple[Tensor, list[str]]]:
-    imgs = sample_images(cfg, 4, seed=7)
-    return [(imgs[:1], SAMPLE_NOTES[5:6]), (imgs[1:4], [SAMPLE_NOTES[4], SAMPLE_NOTES[1], SAMPLE_NOTES[6]])]
-
-
-def _eager_logits(inf: Any, images: Tensor, notes: list[str]) -> np.ndarray:
-    with torch.no_grad():
-        if not inf.seg.uses_text:
-            return inf.seg(images).numpy()
-        tok = inf.tokenize(notes)
-        feats = inf.text_encoder(tok.input_ids, tok.attention_mask)
-        return inf.seg(images, feats, tok.attention_mask).numpy()
-
-
-def _compare(inf: Any, cfg: RunConfig, run: Callable[[Tensor, list[str]], np.ndarray], backend: str) -> VerifyResult:
-    cases = []
-    for images, notes in _verify_cases(cfg):
-        ref = _eager_logits(inf, images, notes)
-        got = run(images, notes)
-        diff = float(np.max(np.abs(ref - got))) if got.shape == ref.shape else math.inf
-        cases.append(VerifyCase(batch=images.shape[0], notes=notes if inf.seg.uses_text else [], max_abs_diff=diff))
-    worst = max(c.max_abs_diff for c in cases)
-    return VerifyResult(passed=worst <= VERIFY_TOL, tolerance=VERIFY_TOL, max_abs_diff=worst, backend=backend, cases=cases)
-
-
-def _verify_onnx(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
-    from ..runtime.onnx_runtime import OnnxRuntime
-
-    rt = OnnxRuntime(folder, "cpu")  # the runtime predict --backend onnx uses
-
-    def run(images: Tensor, notes: list[str]) -> np.ndarray:
-        feats, mask = rt.encode(notes) if rt.uses_text else (None, None)
-        return rt.segment(images, feats, mask).numpy()
-
-    return _compare(inf, cfg, run, "onnxruntime-cpu")
-
-
-def _verify_torch_export(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
-    seg = torch.export.load(str(folder / "segmentation.pt2")).module()
-    text = torch.export.load(str(folder / "text_encoder.pt2")).module() if inf.seg.uses_text else None
-
-    def run(images: Tensor, notes: list[str]) -> np.ndarray:
-        with torch.no_grad():
-            if text is None:
-                return seg(images).numpy()
-            tok = inf.tokenize(notes)
-            return seg(images, text(tok.input_ids, tok.attention_mask), tok.attention_mask).numpy()
-
-    return _compare(inf, cfg, run, "torch.export")
-
-
-def _verify_safetensors(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
-    from ..engine.checkpoint import load_checkpoint
-
-    model, _, _ = load_checkpoint(folder)
-    loaded = model.for_inference()
-    if any(m is not None for m in (model.cvr, model.clr, model.interest)):
-        raise ExportError(f"{folder}: the safetensors export rebuilt training-only modules")
-    return _compare(inf, cfg, lambda images, notes: _eager_logits(loaded, images, notes), "eager (reloaded)")
-
-
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
         ExportFormat("onnx", "ONNX graphs (segmentation + text encoder) + sidecar JSON; run with ONNX Runtime",
-                     ("onnx", "onnxruntime", "onnxscript"), _write_onnx, _verify_onnx),
+                     ("onnx", "onnxruntime", "onnxscript"), _write_onnx, verify_onnx),
         ExportFormat("torch-export", "torch.export programs (.pt2, dynamic batch and note length) + sidecar JSON",
-                     (), _write_torch_export, _verify_torch_export),
+                     (), _write_torch_export, verify_torch_export),
         ExportFormat("safetensors", "inference weights (model.safetensors) + config.json, loadable as a checkpoint",
-                     (), _write_safetensors, _verify_safetensors),
+                     (), _write_safetensors, verify_safetensors),
     )
 }
 
@@ -527,7 +404,7 @@ def export_model(
             if not result.verify.passed:
                 raise ExportError(
                     f"--verify failed: the {fmt} export differs from eager PyTorch by max |diff| "
-                    f"{result.verify.max_abs_diff:.3g} > {VERIFY_TOL:g}; nothing was written to {dest}"
+                    f"{result.verify.max_abs_diff:.3g} > {result.verify.tolerance:g}; nothing was written to {dest}"
                 )
         final = tmp
         if int8:

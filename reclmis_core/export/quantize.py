@@ -49,7 +49,7 @@ def calibration_set(cfg: RunConfig, data_dir: str | Path | None, n: int = DEFAUL
     if n < 1:
         raise ConfigError(f"--calib-images must be >= 1, got {n}")
     if data_dir is None:
-        from .exporter import SAMPLE_NOTES, sample_images
+        from .samples import SAMPLE_NOTES, sample_images
 
         log.warning("int8 calibrated on %d phantom images (no --calib DATA_DIR given): the activation ranges may not "
                     "fit your scans; pass --calib with a prepared folder of your own images", n)

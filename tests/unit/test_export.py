@@ -141,9 +141,9 @@ def test_safetensors_export_is_loadable_inference_only(tiny_ckpt, tmp_path):
 
 
 def test_failed_verification_writes_nothing(tiny_ckpt, tmp_path, monkeypatch):
-    import reclmis_core.export.exporter as exporter
+    import reclmis_core.export.verify as verify
 
-    monkeypatch.setattr(exporter, "VERIFY_TOL", -1.0)
+    monkeypatch.setattr(verify, "VERIFY_TOL", -1.0)
     out = tmp_path / "never"
     with pytest.raises(ExportError, match="nothing was written"):
         export_model(tiny_ckpt, "safetensors", out, verify=True)
