@@ -24,17 +24,11 @@ Subclass and override a hook (``on_train_start``, ``train_step``, ``validation_s
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
-import os
-import pickle
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,81 +42,29 @@ from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
 from ..models.text.base import truncation_advice
-from ..utils import atomic_write_text
 from .checkpoint import (
     load_checkpoint,
     load_state_strict,
     read_checkpoint_config,
     recover_folder,
-    replace_folder,
-    write_checkpoint_files,
 )
+from .accelerator import configure_determinism, make_accelerator
 from .objective import RecLMISObjective
 from .report import write_run_report
+from .run_files import (
+    METRIC_COLUMNS,
+    METRIC_PARTS,
+    ProgressEvent,
+    ProgressFn,
+    TrainerState,
+    TrainResult,
+    load_run_state,
+    save_run_checkpoint,
+    write_metrics,
+)
 from .schedule import build_lr_schedule
 
 log = logging.getLogger(__name__)
-
-STATE_DIR = "state"
-TRAINER_STATE = "trainer_state.json"
-METRIC_PARTS = ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl")  # the objective's loss parts
-# Their names in metrics.csv and the console: losses are named as losses (``dice_loss`` is 1 - soft Dice, next to
-# ``val_dice``, the validation Dice score), never a bare ``dice``.
-METRIC_COLUMNS = {k: (k if k == "loss" else f"{k}_loss") for k in METRIC_PARTS}
-
-
-@dataclass
-class ProgressEvent:
-    """What the progress callback receives (main process only)."""
-
-    kind: str  # "start" | "step" | "val_step" | "epoch" | "end"
-    epoch: int  # 1-based epoch in progress (or just finished)
-    epochs: int
-    step: int = 0  # 1-based step within the epoch
-    steps: int = 0  # steps per epoch
-    parts: dict[str, float] = field(default_factory=dict)  # running means of the losses this epoch (metrics.csv names)
-    images_per_s: float = 0.0
-    eta_s: float = 0.0  # seconds left for the whole run
-    record: dict[str, float] | None = None  # the metrics.csv row at "epoch"
-    best: bool = False  # at "epoch": this epoch beat the run's best val Dice (a resumed run's saved best included)
-    message: str = ""
-
-
-ProgressFn = Callable[[ProgressEvent], None]
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    best_dice: float
-    best_epoch: int
-    epochs_done: int
-    stopped_early: bool
-    skipped_steps: int
-    history: list[dict[str, float]]
-
-
-@dataclass
-class _State:
-    """Trainer counters saved with every checkpoint (JSON)."""
-
-    epoch: int = 0  # completed epochs
-    best_dice: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0  # epochs since the best (early stopping)
-    skipped_steps: int = 0
-    global_step: int = 0
-
-
-def configure_determinism(enabled: bool) -> None:
-    """Deterministic kernels (tests, exact resume). Costs speed on GPU."""
-    if not enabled:
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=False)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-
 
 def resolve_text_length(model: RecLMIS, cfg: RunConfig, notes: list[str]) -> int:
     """Tokens per note: ``cfg.model.text.max_length`` or, when 0, the longest training note (capped).
@@ -206,48 +148,13 @@ class Trainer:
         self.cpu = cpu
         self.device = resolve_device("cpu" if cpu else device)  # a device that is not there fails here, at once
         self.init = None if init is None else Path(init)
-        self.state = _State()
+        self.state = TrainerState()
         self.history: list[dict[str, float]] = []
         self.accelerator: Any = None
         self._step = 0
         self._step_lr = 0.0  # the lr of the latest optimizer step (metrics.csv ``lr``)
 
     # -- setup --------------------------------------------------------------------------------------
-
-    def _make_accelerator(self) -> Any:
-        from accelerate import Accelerator
-        from accelerate.utils import DataLoaderConfiguration
-
-        t = self.cfg.train
-        cpu = self.device.type == "cpu" or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-        on_gpu = torch.cuda.is_available() and not cpu
-        if on_gpu and self.device.index is not None and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
-            torch.cuda.set_device(self.device)  # Accelerate's single process uses the current CUDA device
-        if t.mixed_precision == "fp16" and not on_gpu:
-            raise ConfigError("train.mixed_precision=fp16 needs a CUDA GPU; on the CPU use bf16 or no")
-        if t.mixed_precision == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
-            raise ConfigError("this GPU does not support bf16; use train.mixed_precision=fp16 or no")
-        kwargs: dict[str, Any] = {}
-        if t.tensorboard:
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-            kwargs.update(log_with="tensorboard", project_dir=str(self.run_dir))
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
-            # A single process may train several times (notebooks, tests) with other precision/device settings;
-            # Accelerate keeps its state per process, so start from a clean one (never under a launcher).
-            from accelerate.state import AcceleratorState
-
-            AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(
-            cpu=cpu,
-            mixed_precision=t.mixed_precision,
-            gradient_accumulation_steps=t.grad_accum,
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=t.seed),
-            step_scheduler_with_optimizer=True,
-            **kwargs,
-        )
 
     @property
     def is_main(self) -> bool:
@@ -272,7 +179,7 @@ class Trainer:
 
         cfg = self.cfg
         configure_determinism(cfg.train.deterministic)
-        acc = self.accelerator = self._make_accelerator()
+        acc = self.accelerator = make_accelerator(self.cfg, self.device, self.run_dir)
         set_seed(cfg.train.seed)  # same initial weights on every process
 
         manifest = read_manifest(self.data_dir)
@@ -467,7 +374,7 @@ class Trainer:
             self.save_checkpoint(self.run_dir / "best", meta)
         self.history.append(record)
         if self.is_main:
-            self._write_metrics()
+            write_metrics(self.run_dir / "metrics.csv", self.history)
             write_run_report(self.run_dir, self.history, best_epoch=st.best_epoch, best_dice=st.best_dice,
                              stopped_early=False, skipped_steps=st.skipped_steps)
         if self.cfg.train.tensorboard:
@@ -482,47 +389,12 @@ class Trainer:
 
     def save_checkpoint(self, dest: Path, meta: dict[str, Any]) -> None:
         """Atomically write weights + config.json + state/ (all processes must call this)."""
-        acc = self.accelerator
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        if self.is_main:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp / STATE_DIR))
-        if self.is_main:
-            write_checkpoint_files(self.raw_model, self.cfg, tmp, meta)
-            atomic_write_text(tmp / STATE_DIR / TRAINER_STATE, json.dumps(vars(self.state), indent=2))
-            replace_folder(tmp, dest)
-        acc.wait_for_everyone()
+        save_run_checkpoint(self.accelerator, self.raw_model, self.cfg, self.state, dest, meta)
 
     def load_checkpoint(self, folder: Path) -> None:
         """Restore weights, optimizer, scheduler, RNG states and counters from a checkpoint with state/."""
-        state_dir = folder / STATE_DIR
-        doc = read_checkpoint_config(folder)
-        if not (state_dir / TRAINER_STATE).is_file():
-            raise CheckpointError(f"{folder} has no resume state ({state_dir / TRAINER_STATE}); it cannot be resumed")
-        saved_procs = len(list(state_dir.glob("random_states_*.pkl")))
-        if saved_procs and saved_procs != self.accelerator.num_processes:
-            log.warning("%s was written by %d process(es), resuming with %d: the data order and random streams "
-                        "will differ from an uninterrupted run", folder, saved_procs, self.accelerator.num_processes)
-        if doc.get("max_length") and self.raw_model.text_encoder is not None:
-            self.raw_model.max_length = int(doc["max_length"])
-        try:
-            # accelerate loads optimizer/scheduler/RNG files with torch.load(weights_only=True): a file holding
-            # code (a crafted pickle) raises UnpicklingError here instead of running.
-            self.accelerator.load_state(str(state_dir))
-        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(
-                f"{state_dir}: the resume state is incomplete, corrupt or not plain tensors ({reason}); refused "
-                "without running anything from it. Resume from an intact run or start a new one"
-            ) from None
-        try:
-            self.state = _State(**json.loads((state_dir / TRAINER_STATE).read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"{state_dir / TRAINER_STATE}: not a reclmis trainer state ({exc})") from None
-        self.history = [r for r in _read_metrics(self.run_dir / "metrics.csv") if r["epoch"] <= self.state.epoch]
+        self.state, self.history = load_run_state(self.accelerator, folder, self.raw_model,
+                                                  self.run_dir / "metrics.csv")
         if self.is_main:
             log.info("resumed %s after epoch %d (best val Dice %.4f at epoch %d)", folder, self.state.epoch,
                      self.state.best_dice, self.state.best_epoch)
@@ -610,27 +482,9 @@ class Trainer:
             if buf.is_floating_point():
                 buf.data.copy_(acc.reduce(buf.data.clone(), reduction="mean"))
 
-    def _write_metrics(self) -> None:
-        names = METRIC_COLUMNS.values()
-        cols = ["epoch", *[k for k in names if any(k in r for r in self.history)],
-                "val_dice", "val_miou", "lr", "seconds"]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for r in self.history:
-            writer.writerow({k: (int(r[k]) if k == "epoch" else f"{r[k]:.6g}") for k in cols if k in r})
-        atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
-
-
 def note_groups(notes: list[str], device: torch.device) -> Tensor:
     """(B,) ids, equal where two notes are the same text."""
     index: dict[str, int] = {}
     return torch.tensor([index.setdefault(n, len(index)) for n in notes], device=device)
 
 
-def _read_metrics(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)}
-                for row in csv.DictReader(fh)]
