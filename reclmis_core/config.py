@@ -8,7 +8,6 @@ validated object; :func:`config_to_dict` / :func:`config_from_dict` round-trip i
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .registry import did_you_mean
 
 # --------------------------------------------------------------------------------------------------
 # Stage configs
@@ -184,8 +184,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _suggest(key: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(key, options, n=1)
-    return f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(sorted(options))}."
+    return did_you_mean(key, options) or f" Valid keys: {', '.join(sorted(options))}."
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -306,9 +305,7 @@ def build_config(
     A YAML file may name its own ``preset``; an explicit ``preset`` argument wins over it.
     """
     file_data = load_yaml(yaml_path) if yaml_path else {}
-    name = preset or file_data.get("preset") or "paper"
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}'. Available: {', '.join(preset_names())}")
+    name = check_preset(preset or file_data.get("preset") or "paper")
     data = deep_merge(PRESETS[name], file_data)
     data = deep_merge(data, overrides or {})
     data["preset"] = name
@@ -427,8 +424,7 @@ def command_section(data: dict[str, Any], command: str, where: str = "config") -
 def check_preset(name: str) -> str:
     """``name`` if it is a preset; ConfigError with the nearest name otherwise (call it before expensive work)."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, preset_names(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, preset_names())
         raise ConfigError(f"unknown preset '{name}'.{hint} Available: {', '.join(preset_names())}")
     return name
 
