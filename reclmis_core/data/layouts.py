@@ -21,7 +21,9 @@ import pandas as pd
 
 from ..choices import LAYOUTS  # defined there: the CLI help lists them without importing pandas
 from ..errors import DataError
-from .io import DICOM_EXTS, RASTER_EXTS, is_dicom, is_nifti
+from .readers.dicom import DICOM_EXTS, is_dicom
+from .readers.nifti import is_nifti
+from .readers.raster import RASTER_EXTS
 
 log = logging.getLogger(__name__)
 

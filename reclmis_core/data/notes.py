@@ -35,16 +35,12 @@ from scipy import ndimage
 
 from ..errors import DataError
 from ..utils import atomic_write_text
-from .io import (
-    NIFTI_EXTS,
-    RASTER_EXTS,
-    ImageMeta,
-    binarize,
-    read_image,
-    read_mask,
-    resize_array,
-    to_uint8,
-)
+from .arrays import binarize, resize_array
+from .intensity import to_uint8
+from .meta import ImageMeta
+from .readers import read_image, read_mask
+from .readers.nifti import NIFTI_EXTS
+from .readers.raster import RASTER_EXTS
 from .layouts import Problem, Record, find_companion, scan_source
 from .note_text import (
     LEVELS,

@@ -32,17 +32,12 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import DataError
-from .io import (
-    ImageMeta,
-    binarize,
-    n_values,
-    encode_png,
-    parse_window,
-    read_dicom_seg,
-    read_image,
-    read_mask,
-    to_uint8,
-)
+from .arrays import binarize, n_values
+from .intensity import parse_window, to_uint8
+from .meta import ImageMeta
+from .readers import read_image, read_mask
+from .readers.dicom import read_dicom_seg
+from .writers import encode_png
 from .preprocess import input_spacing, plan_geometry, to_model_pixels
 from .layouts import PROBLEM_KINDS, SPLITS, Problem, Record, Scan, scan_source
 

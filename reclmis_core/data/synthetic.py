@@ -35,7 +35,7 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import DataError
-from .io import encode_png
+from .writers import encode_png
 from .layouts import SPLITS
 from .note_text import LEVELS, SIDES, ZONE_CODES, format_note  # noqa: F401  (SIDES, LEVELS re-exported)
 from .transforms import FLIP_ZONE  # noqa: F401  (re-exported: a left-right flip maps zone c to FLIP_ZONE[c])

@@ -32,17 +32,12 @@ import torch
 
 from .. import __version__
 from ..choices import BACKENDS, FORMATS  # noqa: F401  (defined there: the CLI help lists them without torch)
-from ..data.io import (
-    DICOM_EXTS,
-    NIFTI_EXTS,
-    RASTER_EXTS,
-    ImageMeta,
-    detect_kind,
-    is_dicom,
-    parse_window,
-    read_image,
-    to_uint8,
-)
+from ..data.intensity import parse_window, to_uint8
+from ..data.meta import ImageMeta
+from ..data.readers import detect_kind, read_image
+from ..data.readers.dicom import DICOM_EXTS, is_dicom
+from ..data.readers.nifti import NIFTI_EXTS
+from ..data.readers.raster import RASTER_EXTS
 from ..data.reference import bgr_to_rgb, read_reference_image, reference_pixels, reference_tensor
 from ..device import onnx_providers, resolve_device
 from ..errors import ConfigError, DataError, ReclmisError
@@ -560,7 +555,7 @@ class Predictor:
     def _load(self, spec: InputSpec) -> tuple[ImageMeta, np.ndarray, Geometry, np.ndarray]:
         """Read + 8-bit + model pixels: (meta, image8, geometry, uint8 model pixels (n, S, S[, 3]))."""
         if spec.kind == "dicom-series":
-            from ..data.io import read_dicom_series
+            from ..data.readers.dicom import read_dicom_series
 
             arr, meta = read_dicom_series(spec.path, self.allow_uneven_slices)
         else:

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..data.io import ImageMeta, encode_png, write_mask_png, write_nifti_mask
+from ..data.meta import ImageMeta
+from ..data.writers import encode_png, write_mask_png, write_nifti_mask
 from ..errors import DataError
 from ..utils import atomic_path, atomic_write_bytes
 
@@ -103,7 +104,7 @@ def write_npy(path: Path, arr: np.ndarray) -> None:
 def volume_prob_in_stored_order(prob: np.ndarray, meta: ImageMeta) -> np.ndarray:
     """Display slices (Z, H, W) -> the input's own voxel order for NIfTI (aligned with ``nib.load(..).dataobj``)."""
     if meta.kind == "nifti" and meta.affine is not None:
-        from ..data.io import display_to_nifti  # the inverse of the reader's reorientation
+        from ..data.readers.nifti import display_to_nifti  # the inverse of the reader's reorientation
 
         return display_to_nifti(prob, meta.affine)
     return prob

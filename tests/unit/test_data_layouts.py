@@ -220,7 +220,8 @@ def test_dicom_series_with_nifti_mask(tmp_path: Path) -> None:
     src = tmp_path / "src"
     _ct_series(src / "images" / "pat1")
     (src / "masks").mkdir()
-    from reclmis_core.data.io import read_image, write_nifti_mask
+    from reclmis_core.data.readers import read_image
+    from reclmis_core.data.writers import write_nifti_mask
 
     vol, meta = read_image(src / "images" / "pat1")
     m = np.zeros(vol.shape, dtype=np.uint8)
@@ -273,7 +274,8 @@ def test_scan_reports_detect_failure(tmp_path: Path) -> None:
 def test_dicom_seg_with_two_segments_and_label_map_is_read_with_highdicom(tmp_path: Path, seg_type: str) -> None:
     """Segments 1 and 2 (and a label-map SEG, its own SOP class) are merged onto the right slices."""
     hd = pytest.importorskip("highdicom")
-    from reclmis_core.data.io import read_dicom_seg, read_image
+    from reclmis_core.data.readers import read_image
+    from reclmis_core.data.readers.dicom import read_dicom_seg
 
     sources = _ct_series(tmp_path / "series", n=4)
     labels = np.zeros((4, 128, 128), dtype=np.uint8)
