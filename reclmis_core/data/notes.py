@@ -561,7 +561,7 @@ def generate_notes(src: str | Path, options: NotesOptions | None = None,
     opt.validate()
     src = Path(src)
     scan = scan_source(src, opt.layout, notes_optional=True)
-    volumes = scan.layout in ("nifti", "dicom")
+    volumes = scan.volumes
     keep = {"missing_mask", "duplicate_id", "outside_source", "unreadable", "image_without_note"}
     problems = [p for p in scan.problems if p.kind in keep]
     bad = {p.id for p in problems if p.id is not None}

@@ -387,7 +387,7 @@ def prepare_dataset(
     parse_window(opt.window)  # validate early
     check_out_dir(out, opt.overwrite)
     scan = scan_source(src, opt.layout)
-    volumes = scan.layout in ("nifti", "dicom")
+    volumes = scan.volumes
     problems = list(scan.problems)
     bad_ids = {p.id for p in problems if p.fatal and p.id is not None}
     records = [r for r in scan.records if r.mask is not None and (r.id not in bad_ids or not opt.skip_bad)]
@@ -436,7 +436,7 @@ def _report(scan: Scan, src: Path, out: Path, opt: PrepareOptions, problems: lis
     return PrepareReport(
         layout=scan.layout, source=str(src), out=str(out), size=opt.size, counts=counts, problems=problems,
         dropped=dropped, split_rule=scan.split_rule, seconds=time.perf_counter() - t0,
-        extra={"window": opt.window, "keep_empty": opt.keep_empty} if scan.layout in ("nifti", "dicom") else {},
+        extra={"window": opt.window, "keep_empty": opt.keep_empty} if scan.volumes else {},
     )
 
 

@@ -233,7 +233,7 @@ class NoteTable:
             else:
                 df = pd.read_csv(self.path, dtype=str, keep_default_na=False, skipinitialspace=True)
         except UnicodeDecodeError as exc:
-            from ..data.layouts import not_utf8
+            from ..data.tables import not_utf8
 
             raise DataError(f"{self.path}: {not_utf8(exc)}") from None
         except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

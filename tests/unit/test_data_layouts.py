@@ -18,7 +18,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from reclmis_core import __version__
-from reclmis_core.data.layouts import detect_layout, scan_source
+from reclmis_core.data.layouts import LAYOUTS, Record, Scan, detect_layout, register_layout, scan_source
 from reclmis_core.data.prepare import PrepareOptions, prepare_dataset
 
 NOTE = "Unilateral pulmonary infection, one infected area, middle right lung."
@@ -268,6 +268,60 @@ def test_scan_reports_detect_failure(tmp_path: Path) -> None:
         scan_source(tmp_path / "empty")
     with pytest.raises(DataError, match="unknown layout"):
         scan_source(tmp_path / "empty", "zip")
+
+
+# -- the layout registry ------------------------------------------------------------------------------------
+
+
+def test_every_built_in_layout_is_registered_and_detected_above():
+    # each one has a test above that builds a look-alike source, detects it and prepares it
+    assert LAYOUTS.names() == ("qata", "mosmed", "ariadne", "nifti", "dicom", "folder")
+    assert [name for name, spec in LAYOUTS.items() if spec.fallback] == ["folder"]
+
+
+def test_unknown_layout_names_the_registered_ones_and_the_nearest(tmp_path: Path) -> None:
+    from reclmis_core.errors import DataError
+
+    (tmp_path / "src").mkdir()
+    with pytest.raises(DataError, match=r"unknown layout 'folders'\. Did you mean 'folder'\? Available: qata, mosmed, "
+                                        r"ariadne, nifti, dicom, folder"):
+        scan_source(tmp_path / "src", "folders")
+
+
+def test_the_cannot_detect_message_lists_what_each_layout_looks_for(tmp_path: Path) -> None:
+    from reclmis_core.errors import DataError
+
+    (tmp_path / "src").mkdir()
+    with pytest.raises(DataError) as info:
+        detect_layout(tmp_path / "src")
+    assert all(f"for {name}" in str(info.value) for name in LAYOUTS.names())
+
+
+def test_lvit_folders_win_over_a_prompt_folder_as_before(tmp_path: Path) -> None:
+    src = make_lvit(tmp_path / "src")
+    (src / "prompt").mkdir()
+    assert detect_layout(src) == "qata"
+
+
+def test_a_registered_layout_is_detected_before_the_fallback_and_prepared(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LAYOUTS, "_entries", dict(LAYOUTS._entries))  # registered for this test only
+    src = tmp_path / "src"
+    png(src / "images" / "a.png", img_arr(0))
+    png(src / "labels" / "a.png", mask_arr())
+    (src / "cases.txt").write_text(f"a.png\t{NOTE}\n", encoding="utf-8")
+
+    @register_layout("mylab", detect=lambda s: (s / "cases.txt").is_file(), expects="cases.txt")
+    def scan_mylab(s: Path, notes_optional: bool = False) -> Scan:
+        name, note = (s / "cases.txt").read_text(encoding="utf-8").strip().split("\t")
+        rec = Record("a", "train", s / "images" / name, s / "labels" / name, note, f"images/{name}")
+        return Scan("mylab", s, [rec], [], "all train")
+
+    assert detect_layout(src) == "mylab"  # images/ alone would make it the folder layout
+    report = prepare_dataset(src, tmp_path / "out", OPT)
+    assert report.layout == "mylab" and report.counts["train"] == 1
+    with pytest.raises(ValueError, match="already registered"):
+        register_layout("mylab", detect=lambda s: False, expects="")(scan_mylab)
 
 
 @pytest.mark.parametrize("seg_type", ["BINARY", "LABELMAP"])
