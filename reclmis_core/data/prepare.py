@@ -55,7 +55,7 @@ ProgressFn = Callable[[str, int, int], None]
 class PrepareOptions:
     """Knobs of :func:`prepare_dataset` (mirrors the CLI flags)."""
 
-    layout: str = "auto"  # (str) auto | qata | mosmed | ariadne | folder | nifti | dicom
+    layout: str = "auto"  # (str) auto (detected) or a name registered in data.layouts.LAYOUTS
     size: int = 224  # (int) output side in pixels (images are resized to size x size)
     skip_bad: bool = False  # (bool) drop rows with problems instead of failing
     window: str | None = None  # (str) CT window "C,W" or a preset (lung, mediastinum, bone...); default lung
