@@ -92,7 +92,7 @@ def resolve_run_config(
     from accelerate import PartialState
 
     from reclmis_core.data.folders import check_data_dir
-    from reclmis_core.engine.datasets_registry import get_recipe, recipe_overrides, resolve_dataset
+    from reclmis_core.data.datasets_registry import get_recipe, recipe_overrides, resolve_dataset
 
     if dataset and data:
         raise ConfigError("pass either --dataset NAME or --data DATA_DIR, not both")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
+from ..registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -52,33 +53,33 @@ class DatasetRecipe:
     bundled: bool = False  # (bool) ships with the package (sample_data/), prepared on first use
 
 
-DATASETS: dict[str, DatasetRecipe] = {
-    "qata": DatasetRecipe(
-        "qata", "paper", _PAPER_RECIPE, "QaTa-COV19 chest X-rays with notes (paper recipe: 200 epochs)"
-    ),
-    "mosmed": DatasetRecipe(
-        "mosmed",
-        "paper",
-        {**_PAPER_RECIPE, "train": {**_PAPER_RECIPE["train"], "epochs": 500}},
-        "MosMedData+ CT slices with notes (paper recipe: 500 epochs)",
-    ),
-    "sample": DatasetRecipe(
-        "sample", "tiny", {}, "bundled sample data (QaTa layout), tiny preset; trains in minutes on a CPU",
-        bundled=True,
-    ),
-}
+DATASETS: Registry[DatasetRecipe] = Registry(
+    "dataset", error=ConfigError, hint="or pass --data DATA_DIR for a folder made by 'reclmis prepare'"
+)
 
 
-def dataset_names() -> list[str]:
-    return sorted(DATASETS)
+def register_dataset(recipe: DatasetRecipe) -> DatasetRecipe:
+    """Add ``recipe`` under its name (``train --dataset NAME``); a name registered twice raises ValueError."""
+    return DATASETS.register(recipe.name)(recipe)
+
+
+register_dataset(DatasetRecipe(
+    "qata", "paper", _PAPER_RECIPE, "QaTa-COV19 chest X-rays with notes (paper recipe: 200 epochs)"
+))
+register_dataset(DatasetRecipe(
+    "mosmed",
+    "paper",
+    {**_PAPER_RECIPE, "train": {**_PAPER_RECIPE["train"], "epochs": 500}},
+    "MosMedData+ CT slices with notes (paper recipe: 500 epochs)",
+))
+register_dataset(DatasetRecipe(
+    "sample", "tiny", {}, "bundled sample data (QaTa layout), tiny preset; trains in minutes on a CPU", bundled=True,
+))
 
 
 def get_recipe(name: str) -> DatasetRecipe:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown dataset '{name}'. Registered: {', '.join(dataset_names())}; "
-                          "or pass --data DATA_DIR for a folder made by 'reclmis prepare'") from None
+    """The registered dataset ``name``; ConfigError naming the registered ones otherwise."""
+    return DATASETS.get(name)
 
 
 def data_root() -> Path:
