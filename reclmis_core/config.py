@@ -40,11 +40,11 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
-    image_size: int = 224  # (int) square input side in pixels; multiple of 16
+    image_size: int = 224  # (int) square input side in pixels; a multiple of the encoder's deepest stride (unet: 16)
     in_channels: int = 3  # (int) image channels fed to the network (grayscale is repeated)
     base_channels: int = 64  # (int) U-Net width of the first stage; the bottleneck has 8x this
     text: TextConfig = field(default_factory=TextConfig)  # (TextConfig) text tower
-    image_encoder: str = "unet"  # (str) unet (the paper, with PLAM skips) | convnext-tiny (transformers)
+    image_encoder: str = "unet"  # (str) registered image encoder: unet (the paper, PLAM skips) | convnext-tiny
     encoder_weights: str | None = None  # (str) convnext-tiny: local HF folder or hub id; None = random (warned)
     fusion: str = "bottleneck"  # (str) bottleneck (the paper: one CI at the coarsest scale) | multiscale
     guide: str = "film"  # (str) multiscale: film (FiLM from the pooled note) | attention (pixels attend to words)
@@ -325,7 +325,6 @@ def save_yaml(cfg: RunConfig, path: str | Path) -> None:
 _CHOICES = {
     "model.fusion": ("bottleneck", "multiscale"),
     "model.guide": ("film", "attention"),
-    "model.image_encoder": ("unet", "convnext-tiny"),
     "model.ci_attention": ("cross", "self"),
     "model.ci_order": ("paper", "reference"),
     "model.text_padding": ("masked", "raw"),
@@ -353,7 +352,10 @@ def validate_config(cfg: RunConfig) -> None:
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
     m = cfg.model
-    step = 32 if m.image_encoder == "convnext-tiny" else 16
+    from .models.image_encoders import image_encoder_class  # torch: imported when a config is checked, not before
+
+    encoder = image_encoder_class(m.image_encoder)
+    step = encoder.strides[-1]
     if m.image_size % step or m.image_size < 2 * step:
         raise ConfigError(
             f"model.image_size must be a multiple of {step} and >= {2 * step} for the {m.image_encoder} encoder, "
@@ -370,7 +372,7 @@ def validate_config(cfg: RunConfig) -> None:
         ratio = getattr(m, name)
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"model.{name} must lie in [0, 1], got {ratio}")
-    width = 768 if m.image_encoder == "convnext-tiny" else 8 * m.base_channels
+    width = encoder.feature_channels(m)[-1]
     if width % m.ci_heads or width % m.recon_heads:
         raise ConfigError(f"bottleneck width {width} must be divisible by model.ci_heads and model.recon_heads")
     if m.fusion == "multiscale" and m.text.encoder == "none":
@@ -430,9 +432,13 @@ def check_preset(name: str) -> str:
 
 
 def preset_defaults(key: str) -> str:
-    """``"paper: 200, tiny: 30, ..."``: what each preset gives ``train.<key>`` (for the CLI help)."""
+    """``"paper: 200, tiny: 30, ..."``: what each preset gives ``train.<key>`` (for the CLI help).
+
+    Read from the preset tables, not from built configs: checking a config imports the model registries (torch),
+    which ``reclmis -h`` must not.
+    """
     parts = []
     for name in preset_names():
-        value = getattr(build_config(name).train, key)
+        value = deep_merge(config_to_dict(TrainConfig()), PRESETS[name].get("train", {}))[key]
         parts.append(f"{name}: {value:g}" if isinstance(value, float) else f"{name}: {value}")
     return ", ".join(parts)
