@@ -26,7 +26,7 @@ from .registry import did_you_mean
 
 @dataclass
 class TextConfig:
-    encoder: str = "clip"  # (str) clip | minilm | scratch | hf:<folder or hub id> | none (image-only)
+    encoder: str = "clip"  # (str) registered text encoder: clip | minilm | scratch | hf:<folder or id> | none (image-only)
     weights: str | None = None  # (str) clip: local HF CLIP folder/.safetensors or a hub id; None = random (warned)
     freeze: bool = True  # (bool) freeze the text encoder (the reference freezes CLIP; the paper does not say)
     max_length: int = 0  # (int) tokens per note incl. special tokens; 0 = longest training note (capped by model)
@@ -352,7 +352,9 @@ def validate_config(cfg: RunConfig) -> None:
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
     m = cfg.model
-    from .models.image_encoders import image_encoder_class  # torch: imported when a config is checked, not before
+    # the model registries import torch: when a config is checked, not when this module is
+    from .models.image_encoders import image_encoder_class
+    from .models.text import check_text_config
 
     encoder = image_encoder_class(m.image_encoder)
     step = encoder.strides[-1]
@@ -363,11 +365,7 @@ def validate_config(cfg: RunConfig) -> None:
         )
     if m.in_channels not in (1, 3):
         raise ConfigError(f"model.in_channels must be 1 or 3, got {m.in_channels}")
-    enc = m.text.encoder
-    if not (enc in ("clip", "minilm", "scratch", "none") or (enc.startswith("hf:") and len(enc) > 3)):
-        raise ConfigError(
-            f"model.text.encoder must be clip, minilm, scratch, hf:<folder or id> or none, got '{enc}'"
-        )
+    check_text_config(m.text)
     for name in ("image_mask_ratio", "text_mask_ratio"):
         ratio = getattr(m, name)
         if not 0.0 <= ratio <= 1.0:
@@ -379,8 +377,6 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError("model.fusion=multiscale conditions the decoder on the note: it needs a text encoder")
     if m.recon_layers < 1:
         raise ConfigError(f"model.recon_layers must be >= 1, got {m.recon_layers}")
-    if m.text.encoder == "scratch" and m.text.width % m.text.heads:
-        raise ConfigError("model.text.width must be divisible by model.text.heads")
     if cfg.data.preprocessing == "reference" and (m.in_channels != 3 or cfg.data.mean != 0.0 or cfg.data.std != 1.0):
         raise ConfigError(
             "data.preprocessing=reference feeds 3-channel BGR images scaled by 1/255: it needs model.in_channels=3, "

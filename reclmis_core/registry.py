@@ -35,12 +35,15 @@ class Registry(Generic[T]):
         kind: what the entries are, for messages ("layout", "image encoder").
         error: the exception an unknown name raises (a :class:`ReclmisError`, so the CLI exits 2).
         hint: appended to the unknown-name message, e.g. how to pass something that is not registered.
+        label: how the unknown-name message lists an entry (default: its name), e.g. ``hf:<folder or hub id>``.
     """
 
-    def __init__(self, kind: str, error: type[ReclmisError] = ConfigError, hint: str = "") -> None:
+    def __init__(self, kind: str, error: type[ReclmisError] = ConfigError, hint: str = "",
+                 label: Callable[[str, T], str] | None = None) -> None:
         self.kind = kind
         self.error = error
         self.hint = hint
+        self.label = label
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -62,8 +65,12 @@ class Registry(Generic[T]):
             hint = f"; {self.hint}" if self.hint else ""
             raise self.error(
                 f"unknown {self.kind} '{name}'.{did_you_mean(name, self._entries)} "
-                f"Available: {', '.join(self._entries) or 'none'}{hint}"
+                f"Available: {', '.join(self.labels()) or 'none'}{hint}"
             ) from None
+
+    def labels(self) -> list[str]:
+        """Registered entries as messages list them (``label``, else the names), in registration order."""
+        return [self.label(n, e) if self.label else n for n, e in self._entries.items()]
 
     def names(self) -> tuple[str, ...]:
         """Registered names, in registration order."""
