@@ -62,3 +62,12 @@ def test_a_name_registered_twice_is_refused():
 def test_did_you_mean():
     assert did_you_mean("tiyn", ["paper", "tiny"]) == " Did you mean 'tiny'?"
     assert did_you_mean("xyz", ["paper", "tiny"]) == ""
+
+
+def test_label_changes_how_the_message_lists_entries():
+    reg: Registry[bool] = Registry("encoder", label=lambda name, takes_source: f"{name}:<id>" if takes_source else name)
+    reg.register("clip")(False)
+    reg.register("hf")(True)
+    assert reg.labels() == ["clip", "hf:<id>"]
+    with pytest.raises(ConfigError, match=r"Available: clip, hf:<id>"):
+        reg.get("gpt")
