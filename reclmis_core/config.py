@@ -354,7 +354,7 @@ def validate_config(cfg: RunConfig) -> None:
     m = cfg.model
     # the model registries import torch: when a config is checked, not when this module is
     from .models.image_encoders import image_encoder_class
-    from .models.text import check_text_config
+    from .models.text import NO_TEXT, check_text_config
 
     encoder = image_encoder_class(m.image_encoder)
     step = encoder.strides[-1]
@@ -373,7 +373,7 @@ def validate_config(cfg: RunConfig) -> None:
     width = encoder.feature_channels(m)[-1]
     if width % m.ci_heads or width % m.recon_heads:
         raise ConfigError(f"bottleneck width {width} must be divisible by model.ci_heads and model.recon_heads")
-    if m.fusion == "multiscale" and m.text.encoder == "none":
+    if m.fusion == "multiscale" and m.text.encoder == NO_TEXT:
         raise ConfigError("model.fusion=multiscale conditions the decoder on the note: it needs a text encoder")
     if m.recon_layers < 1:
         raise ConfigError(f"model.recon_layers must be >= 1, got {m.recon_layers}")
