@@ -152,10 +152,9 @@ def prepare_sample(folder: Path, size: int, extra_phantoms: int = SAMPLE_EXTRA_P
     """
     import pandas as pd
 
-    from ..data.prepare import (
-        PrepareOptions, commit_staging_dir, make_staging_dir, prepare_dataset, write_dataset_json, write_manifest,
-    )
-    from ..data.synthetic import SyntheticConfig, write_synthetic
+    from .data_dir import commit_staging_dir, make_staging_dir, write_dataset_json, write_manifest
+    from .prepare import PrepareOptions, prepare_dataset
+    from .synthetic import SyntheticConfig, write_synthetic
 
     src = sample_source()
     log.info("preparing the bundled sample data %s -> %s at %d px with %d extra training phantoms", src, folder,

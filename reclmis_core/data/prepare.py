@@ -14,42 +14,29 @@ nothing. Pixel work runs in a process pool.
 
 from __future__ import annotations
 
-import json
 import logging
-import multiprocessing as mp
-import os
 import shutil
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .. import __version__
 from ..errors import DataError
 from .arrays import binarize, n_values
+from .data_dir import check_out_dir, commit_staging_dir, make_staging_dir, write_dataset_json, write_manifest
 from .intensity import parse_window, to_uint8
-from .meta import ImageMeta
-from .readers import read_image, read_mask
-from .readers.dicom import read_dicom_seg
-from .writers import encode_png
-from .preprocess import input_spacing, plan_geometry, to_model_pixels
 from .layouts import PROBLEM_KINDS, SPLITS, Problem, Record, Scan, scan_source
+from .meta import ImageMeta
+from .pool import ProgressFn, pool_map
+from .preprocess import input_spacing, plan_geometry, to_model_pixels
+from .readers import read_image, read_mask, read_mask_volume
+from .writers import encode_png
 
 log = logging.getLogger(__name__)
-
-#: Manifest columns every DATA_DIR has, in this order; ``lesion_labels`` and ``pair`` are optional.
-MANIFEST_COLUMNS = ("id", "split", "image", "mask", "note", "height", "width", "source")
-OPTIONAL_COLUMNS = ("lesion_labels", "pair")
-
-#: ``progress(stage, done, total)``: called from the main process only.
-ProgressFn = Callable[[str, int, int], None]
-
 
 @dataclass
 class PrepareOptions:
@@ -121,62 +108,6 @@ class PrepareError(DataError):
     def __init__(self, message: str, report: PrepareReport) -> None:
         super().__init__(message)
         self.report = report
-
-
-# --------------------------------------------------------------------------------------------------
-# Output folder handling
-# --------------------------------------------------------------------------------------------------
-
-
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty existing DATA_DIR unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"{out}: folder exists and is not empty; choose another --out or pass --overwrite")
-
-
-def make_staging_dir(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the final DATA_DIR gets normal permissions
-    return staging
-
-
-def commit_staging_dir(staging: Path, out: Path) -> None:
-    """Move the finished staging folder onto ``out`` (replacing an old one) with renames only."""
-    trash = None
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.replace(out, trash)
-    os.replace(staging, out)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def write_manifest(staging: Path, rows: list[dict[str, Any]]) -> None:
-    cols = list(MANIFEST_COLUMNS) + [c for c in OPTIONAL_COLUMNS if any(r.get(c) for r in rows)]
-    df = pd.DataFrame(rows, columns=cols)
-    order = {s: i for i, s in enumerate(SPLITS)}
-    df = df.sort_values(by=["split", "id"], key=lambda c: c.map(order) if c.name == "split" else c, kind="stable")
-    df.to_csv(staging / "manifest.csv", index=False)
-
-
-def write_dataset_json(staging: Path, data: dict[str, Any]) -> None:
-    (staging / "dataset.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def pool_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int, chunksize: int = 16) -> Iterator[Any]:
-    """``map`` over a fork pool (in-process when ``workers == 1`` or few tasks), results in any order."""
-    n = workers or os.cpu_count() or 1
-    if n <= 1 or len(tasks) < 8:
-        yield from map(fn, tasks)
-        return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(min(n, len(tasks))) as pool:
-        yield from pool.imap_unordered(fn, tasks, chunksize=max(1, min(chunksize, len(tasks) // (4 * n) or 1)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,15 +213,6 @@ def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
     out["rows"].append({"id": rid, "split": task["split"], "note": task["note"], "height": h, "width": w,
                         "source": task["source"], **rel})
     return out
-
-
-def read_mask_volume(path: str | Path, meta: ImageMeta, allow_uneven_slices: bool = False) -> np.ndarray:
-    """The mask volume (NIfTI, DICOM series or DICOM SEG) of the volume ``meta`` describes, as its slices."""
-    p = Path(path)
-    if p.is_file() and p.suffix.lower() == ".dcm":
-        return read_dicom_seg(p, meta)
-    arr, _ = read_image(p, allow_uneven_slices)
-    return arr
 
 
 def _process_volume(task: dict[str, Any]) -> dict[str, Any]:

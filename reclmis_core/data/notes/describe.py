@@ -13,8 +13,7 @@ from ..arrays import binarize
 from ..intensity import to_uint8
 from ..layouts import find_companion
 from ..note_text import format_note
-from ..prepare import read_mask_volume
-from ..readers import read_image, read_mask
+from ..readers import read_image, read_mask, read_mask_volume
 from ..readers.nifti import NIFTI_EXTS
 from ..readers.raster import RASTER_EXTS
 from .lungs import LungGeometry, estimate_lung_field, lung_geometry

@@ -14,7 +14,7 @@ from ...errors import DataError
 from ...utils import atomic_write_text
 from ..layouts import Problem, Record, scan_source
 from ..note_text import SIDES, parse_note, zones_field
-from ..prepare import ProgressFn, pool_map
+from ..pool import ProgressFn, pool_map
 from .describe import notes_2d, notes_volume
 from .options import NoteRow, NotesOptions, NotesResult
 

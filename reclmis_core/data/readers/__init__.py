@@ -36,6 +36,7 @@ from . import raster  # noqa: F401, I001
 from . import dicom  # noqa: F401, I001
 from . import nifti  # noqa: F401, I001
 from .base import READERS, ReaderSpec, ReadOptions, register_reader
+from .dicom import read_dicom_seg
 
 
 def detect_kind(path: str | Path) -> str:
@@ -95,5 +96,14 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, ImageMeta]:
     return arr, meta
 
 
-__all__ = ["READERS", "ReadOptions", "ReaderSpec", "detect_kind", "read_image", "read_mask", "register_reader",
-           "strip_suffix"]
+def read_mask_volume(path: str | Path, meta: ImageMeta, allow_uneven_slices: bool = False) -> np.ndarray:
+    """The mask volume (NIfTI, DICOM series or DICOM SEG) of the volume ``meta`` describes, as its slices."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".dcm":
+        return read_dicom_seg(p, meta)
+    arr, _ = read_image(p, allow_uneven_slices)
+    return arr
+
+
+__all__ = ["READERS", "ReadOptions", "ReaderSpec", "detect_kind", "read_image", "read_mask", "read_mask_volume",
+           "register_reader", "strip_suffix"]
