@@ -12,7 +12,6 @@ Precedence: option defaults < the file's section < ``--set key=value`` < options
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ except ImportError:  # older Typer runs on click itself
     from click.core import ParameterSource
 
 from reclmis_core.errors import ConfigError
+from reclmis_core.registry import did_you_mean
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -113,8 +113,7 @@ def config_values(ctx: Any, command: str, config: Path | None, sets: list[str]) 
     for key, value in raw.items():
         norm = str(key).replace("-", "_")
         if norm not in names:
-            close = difflib.get_close_matches(norm, list(names), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else f" Options: {', '.join(sorted(names))}."
+            hint = did_you_mean(norm, names) or f" Options: {', '.join(sorted(names))}."
             raise ConfigError(f"'{command}' has no option '{key}' (from --config/--set).{hint}")
         param = names[norm]
         try:

@@ -1,11 +1,10 @@
-"""Names the CLI shows in its help (layouts, mask formats, predict backends), importable without torch or pandas.
+"""Names the CLI shows in its help (mask formats, predict backends), importable without torch or pandas.
 
 The modules that implement them import these tuples from here, so a name is defined once.
 """
 
 from __future__ import annotations
 
-LAYOUTS = ("qata", "mosmed", "ariadne", "folder", "nifti", "dicom")  # prepare's source layouts (besides auto)
 FORMATS = ("auto", "png", "nifti", "dicom-seg")  # predict's mask formats
 BACKENDS = ("torch", "onnx")  # predict's runtimes
 PRECISIONS = ("fp32", "bf16", "fp16")  # predict's --precision (torch backend)

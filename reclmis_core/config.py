@@ -8,7 +8,6 @@ validated object; :func:`config_to_dict` / :func:`config_from_dict` round-trip i
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import types
 import typing
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .registry import did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TextConfig:
-    encoder: str = "clip"  # (str) clip | minilm | scratch | hf:<folder or hub id> | none (image-only)
+    encoder: str = "clip"  # (str) registered text encoder: clip | minilm | scratch | hf:<folder or id> | none (image-only)
     weights: str | None = None  # (str) clip: local HF CLIP folder/.safetensors or a hub id; None = random (warned)
     freeze: bool = True  # (bool) freeze the text encoder (the reference freezes CLIP; the paper does not say)
     max_length: int = 0  # (int) tokens per note incl. special tokens; 0 = longest training note (capped by model)
@@ -44,11 +44,11 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
-    image_size: int = 224  # (int) square input side in pixels; multiple of 16
+    image_size: int = 224  # (int) square input side in pixels; a multiple of the encoder's deepest stride (unet: 16)
     in_channels: int = 3  # (int) image channels fed to the network (grayscale is repeated)
     base_channels: int = 64  # (int) U-Net width of the first stage; the bottleneck has 8x this
     text: TextConfig = field(default_factory=TextConfig)  # (TextConfig) text tower
-    image_encoder: str = "unet"  # (str) unet (the paper, with PLAM skips) | convnext-tiny (transformers)
+    image_encoder: str = "unet"  # (str) registered image encoder: unet (the paper, PLAM skips) | convnext-tiny
     encoder_weights: str | None = None  # (str) convnext-tiny: local HF folder or hub id; None = random (warned)
     fusion: str = "bottleneck"  # (str) bottleneck (the paper: one CI at the coarsest scale) | multiscale
     guide: str = "film"  # (str) multiscale: film (FiLM from the pooled note) | attention (pixels attend to words)
@@ -200,8 +200,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _suggest(key: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(key, options, n=1)
-    return f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(sorted(options))}."
+    return did_you_mean(key, options) or f" Valid keys: {', '.join(sorted(options))}."
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -360,9 +359,7 @@ def build_config(
         'cosine-restarts'
     """
     file_data = load_yaml(yaml_path) if yaml_path else {}
-    name = preset or file_data.get("preset") or "paper"
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}'. Available: {', '.join(preset_names())}")
+    name = check_preset(preset or file_data.get("preset") or "paper")
     if "recipe" in (overrides or {}):
         raise ConfigError("a recipe is chosen with --recipe NAME (build_config(recipe=...)), not set as a value")
     recipe = recipe or file_data.get("recipe") or ""
@@ -390,7 +387,6 @@ def save_yaml(cfg: RunConfig, path: str | Path) -> None:
 _CHOICES = {
     "model.fusion": ("bottleneck", "multiscale"),
     "model.guide": ("film", "attention"),
-    "model.image_encoder": ("unet", "convnext-tiny"),
     "model.ci_attention": ("cross", "self"),
     "model.ci_order": ("paper", "reference"),
     "model.text_padding": ("masked", "raw"),
@@ -420,7 +416,12 @@ def validate_config(cfg: RunConfig) -> None:
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
     m = cfg.model
-    step = 32 if m.image_encoder == "convnext-tiny" else 16
+    # the model registries import torch: when a config is checked, not when this module is
+    from .models.image_encoders import image_encoder_class
+    from .models.text import NO_TEXT, check_text_config
+
+    encoder = image_encoder_class(m.image_encoder)
+    step = encoder.strides[-1]
     if m.image_size % step or m.image_size < 2 * step:
         raise ConfigError(
             f"model.image_size must be a multiple of {step} and >= {2 * step} for the {m.image_encoder} encoder, "
@@ -428,24 +429,18 @@ def validate_config(cfg: RunConfig) -> None:
         )
     if m.in_channels not in (1, 3):
         raise ConfigError(f"model.in_channels must be 1 or 3, got {m.in_channels}")
-    enc = m.text.encoder
-    if not (enc in ("clip", "minilm", "scratch", "none") or (enc.startswith("hf:") and len(enc) > 3)):
-        raise ConfigError(
-            f"model.text.encoder must be clip, minilm, scratch, hf:<folder or id> or none, got '{enc}'"
-        )
+    check_text_config(m.text)
     for name in ("image_mask_ratio", "text_mask_ratio"):
         ratio = getattr(m, name)
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"model.{name} must lie in [0, 1], got {ratio}")
-    width = 768 if m.image_encoder == "convnext-tiny" else 8 * m.base_channels
+    width = encoder.feature_channels(m)[-1]
     if width % m.ci_heads or width % m.recon_heads:
         raise ConfigError(f"bottleneck width {width} must be divisible by model.ci_heads and model.recon_heads")
-    if m.fusion == "multiscale" and m.text.encoder == "none":
+    if m.fusion == "multiscale" and m.text.encoder == NO_TEXT:
         raise ConfigError("model.fusion=multiscale conditions the decoder on the note: it needs a text encoder")
     if m.recon_layers < 1:
         raise ConfigError(f"model.recon_layers must be >= 1, got {m.recon_layers}")
-    if m.text.encoder == "scratch" and m.text.width % m.text.heads:
-        raise ConfigError("model.text.width must be divisible by model.text.heads")
     if cfg.data.preprocessing == "reference" and (m.in_channels != 3 or cfg.data.mean != 0.0 or cfg.data.std != 1.0):
         raise ConfigError(
             "data.preprocessing=reference feeds 3-channel BGR images scaled by 1/255: it needs model.in_channels=3, "
@@ -506,16 +501,19 @@ def command_section(data: dict[str, Any], command: str, where: str = "config") -
 def check_preset(name: str) -> str:
     """``name`` if it is a preset; ConfigError with the nearest name otherwise (call it before expensive work)."""
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, preset_names(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(name, preset_names())
         raise ConfigError(f"unknown preset '{name}'.{hint} Available: {', '.join(preset_names())}")
     return name
 
 
 def preset_defaults(key: str) -> str:
-    """``"paper: 200, tiny: 30, ..."``: what each preset gives ``train.<key>`` (for the CLI help)."""
+    """``"paper: 200, tiny: 30, ..."``: what each preset gives ``train.<key>`` (for the CLI help).
+
+    Read from the preset tables, not from built configs: checking a config imports the model registries (torch),
+    which ``reclmis -h`` must not.
+    """
     parts = []
     for name in preset_names():
-        value = getattr(build_config(name).train, key)
+        value = deep_merge(config_to_dict(TrainConfig()), PRESETS[name].get("train", {}))[key]
         parts.append(f"{name}: {value:g}" if isinstance(value, float) else f"{name}: {value}")
     return ", ".join(parts)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from reclmis_core.data.datasets_registry import DATASETS, resolve_dataset
 from reclmis_core.errors import ConfigError
 from reclmis_core.utils import atomic_write_text
 
@@ -37,7 +38,7 @@ _MODE_TEXT = {
 def eval_(
     checkpoint: Path | None = checkpoint_option(),
     data: Path = typer.Option(None, "--data", help="Prepared DATA_DIR (default: the one the checkpoint trained on)."),
-    dataset: str = typer.Option(None, "--dataset", help="Registered dataset instead of --data (qata|mosmed|sample)."),
+    dataset: str = typer.Option(None, "--dataset", help=f"Registered dataset instead of --data ({'|'.join(DATASETS.names())})."),
     split: str = typer.Option("test", "--split", help="train | val | test."),
     json_out: Path = typer.Option(None, "--json", help="Write the scores as JSON here."),
     per_image: Path = typer.Option(None, "--per-image", help="Write per-image scores as CSV here."),
@@ -83,8 +84,6 @@ def eval_(
     model, cfg, _ = load_checkpoint(checkpoint)
     apply_threads(threads, cfg.model)
     if dataset:
-        from reclmis_core.engine.datasets_registry import resolve_dataset
-
         data = resolve_dataset(dataset, image_size=cfg.model.image_size)
     if data is None:
         if not cfg.data.root:

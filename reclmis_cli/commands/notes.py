@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from reclmis_core.choices import LAYOUTS
+from reclmis_core.data.layouts import LAYOUTS
 from reclmis_core.data.note_text import STYLES
 
 from ..console import ProgressReporter, console, handle_errors, out, quiet_mode
@@ -38,7 +38,7 @@ def notes(
     src: Path = typer.Argument(..., help="Source folder: any layout `prepare` reads, or images/ + masks/.",
                                show_default=False),
     out_csv: Path = typer.Option(..., "--out", "-o", help="notes.csv to write (inside SRC to prepare it as is)."),
-    layout: str = typer.Option("auto", "--layout", help=f"auto | {' | '.join(LAYOUTS)}."),
+    layout: str = typer.Option("auto", "--layout", help=f"auto | {' | '.join(LAYOUTS.names())}."),
     style: str = typer.Option("qata", "--style", help=f"Note wording: {' | '.join(STYLES)}."),
     lungs: str = typer.Option("auto", "--lungs",
                               help="auto (estimate lung fields from the image) | none (image frame) | a folder of "

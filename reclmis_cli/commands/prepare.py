@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from reclmis_core.choices import LAYOUTS
+from reclmis_core.data.layouts import LAYOUTS
 from reclmis_core.errors import ConfigError
 from reclmis_core.utils import atomic_write_text
 
@@ -37,7 +37,7 @@ def prepare(
     src: Path | None = typer.Argument(None, help="Source folder (any layout); omit with --synthetic.",
                                       show_default=False),
     out_dir: Path = typer.Option(..., "--out", "-o", help="DATA_DIR to create (manifest.csv, dataset.json, images)."),
-    layout: str = typer.Option("auto", "--layout", help=f"auto | {' | '.join(LAYOUTS)}."),
+    layout: str = typer.Option("auto", "--layout", help=f"auto | {' | '.join(LAYOUTS.names())}."),
     size: int = typer.Option(224, "--size", help="Output side in pixels (images are resized to SIZE x SIZE)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Drop rows with problems instead of failing."),
     window: str | None = typer.Option(None, "--window",

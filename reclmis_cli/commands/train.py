@@ -37,15 +37,12 @@ RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.tensorboard", "train.
 
 def parse_text_encoder(spec: str) -> dict[str, Any]:
     """``clip``, ``clip:<folder|file|hub-id>``, ``minilm``, ``scratch``, ``hf:<id>``, ``none`` -> model.text keys."""
-    spec = spec.strip()
-    if spec in ("clip", "minilm", "scratch", "none"):
-        return {"encoder": spec}
-    if spec.startswith("clip:") and len(spec) > 5:
-        return {"encoder": "clip", "weights": spec[5:]}
-    if spec.startswith("hf:") and len(spec) > 3:
-        return {"encoder": spec}
-    raise ConfigError(f"--text-encoder must be clip, clip:<folder|file|hub-id>, minilm, scratch, hf:<id> or none, "
-                      f"got '{spec}'")
+    from reclmis_core.models.text import text_config_keys  # the text-encoder registry (imports torch)
+
+    try:
+        return text_config_keys(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"--text-encoder {spec}: {exc}") from None
 
 
 def parse_ablate(value: str) -> dict[str, bool]:
@@ -94,7 +91,7 @@ def resolve_run_config(
     from accelerate import PartialState
 
     from reclmis_core.data.folders import check_data_dir
-    from reclmis_core.engine.datasets_registry import get_dataset, resolve_dataset
+    from reclmis_core.data.datasets_registry import get_dataset, resolve_dataset
     from reclmis_core.recipes import applicable_recipe, resolve_recipe
 
     if dataset and data:

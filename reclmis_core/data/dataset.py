@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import DataConfig
 from ..errors import DataError
+from .data_dir import MANIFEST_COLUMNS
 from .layouts import SPLITS
-from .prepare import MANIFEST_COLUMNS
 from .preprocess import PreprocessPlan
 from .reference import read_reference_image, reference_pixels, reference_tensor
 from .transforms import Sample, TrainAugment

@@ -14,53 +14,35 @@ nothing. Pixel work runs in a process pool.
 
 from __future__ import annotations
 
-import json
 import logging
-import multiprocessing as mp
-import os
 import shutil
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .. import __version__
 from ..errors import DataError
-from .io import (
-    ImageMeta,
-    binarize,
-    n_values,
-    encode_png,
-    parse_window,
-    read_dicom_seg,
-    read_image,
-    read_mask,
-    to_uint8,
-)
-from .preprocess import input_spacing, plan_geometry, to_model_pixels
+from .arrays import binarize, n_values
+from .data_dir import check_out_dir, commit_staging_dir, make_staging_dir, write_dataset_json, write_manifest
+from .intensity import parse_window, to_uint8
 from .layouts import PROBLEM_KINDS, SPLITS, Problem, Record, Scan, scan_source
+from .meta import ImageMeta
+from .pool import ProgressFn, pool_map
+from .preprocess import input_spacing, plan_geometry, to_model_pixels
+from .readers import read_image, read_mask, read_mask_volume
+from .writers import encode_png
 
 log = logging.getLogger(__name__)
-
-#: Manifest columns every DATA_DIR has, in this order; ``lesion_labels`` and ``pair`` are optional.
-MANIFEST_COLUMNS = ("id", "split", "image", "mask", "note", "height", "width", "source")
-OPTIONAL_COLUMNS = ("lesion_labels", "pair")
-
-#: ``progress(stage, done, total)``: called from the main process only.
-ProgressFn = Callable[[str, int, int], None]
-
 
 @dataclass
 class PrepareOptions:
     """Knobs of :func:`prepare_dataset` (mirrors the CLI flags)."""
 
-    layout: str = "auto"  # (str) auto | qata | mosmed | ariadne | folder | nifti | dicom
+    layout: str = "auto"  # (str) auto (detected) or a name registered in data.layouts.LAYOUTS
     size: int = 224  # (int) output side in pixels (images are resized to size x size)
     skip_bad: bool = False  # (bool) drop rows with problems instead of failing
     window: str | None = None  # (str) CT window "C,W" or a preset (lung, mediastinum, bone...); default lung
@@ -126,62 +108,6 @@ class PrepareError(DataError):
     def __init__(self, message: str, report: PrepareReport) -> None:
         super().__init__(message)
         self.report = report
-
-
-# --------------------------------------------------------------------------------------------------
-# Output folder handling
-# --------------------------------------------------------------------------------------------------
-
-
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty existing DATA_DIR unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"{out}: folder exists and is not empty; choose another --out or pass --overwrite")
-
-
-def make_staging_dir(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the final DATA_DIR gets normal permissions
-    return staging
-
-
-def commit_staging_dir(staging: Path, out: Path) -> None:
-    """Move the finished staging folder onto ``out`` (replacing an old one) with renames only."""
-    trash = None
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-        os.replace(out, trash)
-    os.replace(staging, out)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def write_manifest(staging: Path, rows: list[dict[str, Any]]) -> None:
-    cols = list(MANIFEST_COLUMNS) + [c for c in OPTIONAL_COLUMNS if any(r.get(c) for r in rows)]
-    df = pd.DataFrame(rows, columns=cols)
-    order = {s: i for i, s in enumerate(SPLITS)}
-    df = df.sort_values(by=["split", "id"], key=lambda c: c.map(order) if c.name == "split" else c, kind="stable")
-    df.to_csv(staging / "manifest.csv", index=False)
-
-
-def write_dataset_json(staging: Path, data: dict[str, Any]) -> None:
-    (staging / "dataset.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def pool_map(fn: Callable[[Any], Any], tasks: list[Any], workers: int, chunksize: int = 16) -> Iterator[Any]:
-    """``map`` over a fork pool (in-process when ``workers == 1`` or few tasks), results in any order."""
-    n = workers or os.cpu_count() or 1
-    if n <= 1 or len(tasks) < 8:
-        yield from map(fn, tasks)
-        return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(min(n, len(tasks))) as pool:
-        yield from pool.imap_unordered(fn, tasks, chunksize=max(1, min(chunksize, len(tasks) // (4 * n) or 1)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,15 +215,6 @@ def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_mask_volume(path: str | Path, meta: ImageMeta, allow_uneven_slices: bool = False) -> np.ndarray:
-    """The mask volume (NIfTI, DICOM series or DICOM SEG) of the volume ``meta`` describes, as its slices."""
-    p = Path(path)
-    if p.is_file() and p.suffix.lower() == ".dcm":
-        return read_dicom_seg(p, meta)
-    arr, _ = read_image(p, allow_uneven_slices)
-    return arr
-
-
 def _process_volume(task: dict[str, Any]) -> dict[str, Any]:
     vid = task["id"]
     out: dict[str, Any] = {"id": vid, "rows": [], "problems": []}
@@ -392,7 +309,7 @@ def prepare_dataset(
     parse_window(opt.window)  # validate early
     check_out_dir(out, opt.overwrite)
     scan = scan_source(src, opt.layout)
-    volumes = scan.layout in ("nifti", "dicom")
+    volumes = scan.volumes
     problems = list(scan.problems)
     bad_ids = {p.id for p in problems if p.fatal and p.id is not None}
     records = [r for r in scan.records if r.mask is not None and (r.id not in bad_ids or not opt.skip_bad)]
@@ -441,7 +358,7 @@ def _report(scan: Scan, src: Path, out: Path, opt: PrepareOptions, problems: lis
     return PrepareReport(
         layout=scan.layout, source=str(src), out=str(out), size=opt.size, counts=counts, problems=problems,
         dropped=dropped, split_rule=scan.split_rule, seconds=time.perf_counter() - t0,
-        extra={"window": opt.window, "keep_empty": opt.keep_empty} if scan.layout in ("nifti", "dicom") else {},
+        extra={"window": opt.window, "keep_empty": opt.keep_empty} if scan.volumes else {},
     )
 
 

@@ -2,7 +2,7 @@
 
 Every image the model sees, in training or at inference, goes through the same steps, each written once here:
 
-1. 8-bit display image (:func:`reclmis_core.data.io.to_uint8`: windowing, MONOCHROME1, 16-bit scaling);
+1. 8-bit display image (:func:`reclmis_core.data.intensity.to_uint8`: windowing, MONOCHROME1, 16-bit scaling);
 2. geometry (:func:`plan_geometry`): when the pixel spacing is known (DICOM, NIfTI and series slices), resample
    to square pixels, then zero-pad to a square field of view so anatomy keeps its aspect (as nnU-Net and most
    pipelines do); a plain raster image (no spacing) is resized directly. Then bilinear resize (nearest for masks)
@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .io import ImageMeta, resize_array
+from .arrays import resize_array
+from .meta import ImageMeta
 
 #: Two pixel spacings closer than this fraction of the larger are treated as square (no resampling).
 SQUARE_TOLERANCE = 0.01

@@ -35,19 +35,12 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import DataError
-from .io import encode_png
+from .writers import encode_png
 from .layouts import SPLITS
 from .note_text import LEVELS, SIDES, ZONE_CODES, format_note  # noqa: F401  (SIDES, LEVELS re-exported)
 from .transforms import FLIP_ZONE  # noqa: F401  (re-exported: a left-right flip maps zone c to FLIP_ZONE[c])
-from .prepare import (
-    ProgressFn,
-    check_out_dir,
-    commit_staging_dir,
-    make_staging_dir,
-    pool_map,
-    write_dataset_json,
-    write_manifest,
-)
+from .data_dir import check_out_dir, commit_staging_dir, make_staging_dir, write_dataset_json, write_manifest
+from .pool import ProgressFn, pool_map
 
 log = logging.getLogger(__name__)
 

@@ -203,7 +203,7 @@ def _write_torch_export(inf: Any, cfg: RunConfig, folder: Path, source: str | No
         sprog = _export_program(inf.seg, (images, feats, tok.attention_mask),
                                 {"image": {0: batch_dim}, "text_features": {0: batch_dim, 1: len_dim},
                                  "text_mask": {0: batch_dim, 1: len_dim}})
-        from .onnx import tokenizer_description
+        from ..models.text import tokenizer_description
 
         text = {"encoder": type(inf.text_encoder).__name__, "dim": int(inf.text_encoder.dim),
                 "max_length": int(inf.max_length), "pad_to_max": bool(inf.pad_to_max), "eof_fill": int(inf.eof_fill),

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..errors import ReclmisError
+from ..models.text import tokenizer_description
 
 log = logging.getLogger(__name__)
 
@@ -159,24 +160,6 @@ def _export_one(
     info.update(io)
     info["dynamic_axes"] = {k: {str(a): n for a, n in v.items()} for k, v in axes.items()}
     return info
-
-
-def tokenizer_description(tokenizer: Any, folder: Path) -> dict[str, Any]:
-    """Everything needed to rebuild the tokenizer next to the graphs (see runtime.build_tokenizer)."""
-    desc = dict(tokenizer.describe())
-    desc["pad_id"] = int(tokenizer.pad_id)
-    inner = getattr(tokenizer, "_tok", None)
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:  # pragma: no cover - tokenizers is a core dependency
-        Tokenizer = None  # type: ignore[assignment]
-    if Tokenizer is not None and isinstance(inner, Tokenizer):
-        # scratch BPE and tokenizer.json-based WordPiece: embed the whole tokenizer, the export is self-contained
-        desc["tokenizer_json"] = inner.to_str()
-    elif desc.get("kind") == "huggingface" and hasattr(inner, "save_pretrained"):
-        inner.save_pretrained(str(folder / "tokenizer"))
-        desc["files"] = "tokenizer"
-    return desc
 
 
 def export_onnx(

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..data.preprocess import PreprocessPlan
 from ..errors import CheckpointError
+from ..models.text import build_tokenizer
 from .onnx import SEG_FILE, SIDECAR, TEXT_FILE
 
 log = logging.getLogger(__name__)
@@ -61,36 +62,6 @@ def read_sidecar(folder: str | Path) -> dict[str, Any]:
     if doc.get("format") not in ("reclmis-onnx", "reclmis-torch-export"):
         raise CheckpointError(f"{path} does not describe a reclmis export")
     return doc
-
-
-def build_tokenizer(desc: dict[str, Any], folder: Path, max_length: int) -> Any:
-    """Rebuild a ``NoteTokenizer`` from the sidecar's ``text.tokenizer`` section."""
-    kind = desc.get("kind")
-    if kind == "bpe-scratch":
-        from ..models.text.scratch import ScratchTokenizer
-
-        return ScratchTokenizer(desc["tokenizer_json"], max_length)
-    if kind == "clip-bpe":
-        from ..models.text.clip import ClipTokenizer
-
-        return ClipTokenizer()
-    if kind == "wordpiece" and "tokenizer_json" in desc:
-        from tokenizers import Tokenizer
-
-        from ..models.text.minilm import HFTokenizerFile
-
-        rest = {k: v for k, v in desc.items() if k != "tokenizer_json"}
-        return HFTokenizerFile(Tokenizer.from_str(desc["tokenizer_json"]), rest, max_length)
-    if kind == "huggingface":
-        from transformers import AutoTokenizer
-
-        from ..models.text.hf import AutoTokenizerWrapper
-
-        local = folder / desc.get("files", "tokenizer")
-        if not local.is_dir():
-            raise CheckpointError(f"{folder}: tokenizer folder {local.name}/ is missing from the export")
-        return AutoTokenizerWrapper(AutoTokenizer.from_pretrained(str(local), local_files_only=True), desc["source"])
-    raise CheckpointError(f"{folder}: unknown tokenizer kind {kind!r} in {SIDECAR}")
 
 
 def _session(path: Path, providers: Sequence[str] | None, threads: int | None) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..data.io import ImageMeta
+from ..data.meta import ImageMeta
 from ..errors import DataError
 from ..utils import atomic_path
 

@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.io import DICOM_EXTS, NIFTI_EXTS, RASTER_EXTS, detect_kind, is_dicom
+from ..data.readers import detect_kind
+from ..data.readers.dicom import DICOM_EXTS, is_dicom
+from ..data.readers.nifti import NIFTI_EXTS
+from ..data.readers.raster import RASTER_EXTS
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
@@ -185,7 +188,7 @@ class NoteTable:
             else:
                 df = pd.read_csv(self.path, dtype=str, keep_default_na=False, skipinitialspace=True)
         except UnicodeDecodeError as exc:
-            from ..data.layouts import not_utf8
+            from ..data.tables import not_utf8
 
             raise DataError(f"{self.path}: {not_utf8(exc)}") from None
         except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import ImageMeta, parse_window, read_image, to_uint8
+from ..data.intensity import parse_window, to_uint8
+from ..data.meta import ImageMeta
+from ..data.readers import read_image
 from ..data.preprocess import Geometry, PreprocessPlan, input_spacing, restore_map
 from ..data.reference import bgr_to_rgb, read_reference_image, reference_pixels, reference_tensor
 from ..errors import ConfigError, DataError, ReclmisError
@@ -240,7 +242,7 @@ class Predictor:
     def _load(self, spec: InputSpec) -> tuple[ImageMeta, np.ndarray, Geometry, np.ndarray]:
         """Read + 8-bit + model pixels: (meta, image8, geometry, uint8 model pixels (n, S, S[, 3]))."""
         if spec.kind == "dicom-series":
-            from ..data.io import read_dicom_series
+            from ..data.readers.dicom import read_dicom_series
 
             arr, meta = read_dicom_series(spec.path, self.allow_uneven_slices)
         else:

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..data.io import ImageMeta, encode_png, resize_array, write_mask_png, write_nifti_mask
+from ..data.meta import ImageMeta
+from ..data.arrays import resize_array
+from ..data.writers import encode_png, write_mask_png, write_nifti_mask
 from ..errors import DataError
 from ..utils import atomic_path, atomic_write_bytes
 from .figures import draw_lines, fit_text, font, font_size_for, line_height, upscale_factor, wrap_text
@@ -204,7 +206,7 @@ def write_png_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> tuple[int, 
 
 def write_volume_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> tuple[int, ...]:
     """(Z, H, W) display-slice mask -> NIfTI with the input's affine/header (NIfTI or DICOM series input); returns
-    the file's shape in its own voxel order (see :func:`~reclmis_core.data.io.write_nifti_mask`)."""
+    the file's shape in its own voxel order (see :func:`~reclmis_core.data.writers.write_nifti_mask`)."""
     return write_nifti_mask(path, mask, meta)
 
 
@@ -221,7 +223,7 @@ def write_npy(path: Path, arr: np.ndarray) -> None:
 def volume_prob_in_stored_order(prob: np.ndarray, meta: ImageMeta) -> np.ndarray:
     """Display slices (Z, H, W) -> the input's own voxel order for NIfTI (aligned with ``nib.load(..).dataobj``)."""
     if meta.kind == "nifti" and meta.affine is not None:
-        from ..data.io import display_to_nifti  # the inverse of the reader's reorientation
+        from ..data.readers.nifti import display_to_nifti  # the inverse of the reader's reorientation
 
         return display_to_nifti(prob, meta.affine)
     return prob

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..choices import FORMATS
-from ..data.io import ImageMeta
+from ..data.meta import ImageMeta
 from ..errors import ConfigError, DataError, ReclmisError
 from ..metrics.components import count_components
 from .explain import render_explanation

@@ -11,13 +11,29 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from ..config import ModelConfig
 from ..errors import CheckpointError
+from .image_encoders import ImageEncoder, register_image_encoder
 
 log = logging.getLogger(__name__)
 
+TINY_DEPTHS = (3, 3, 9, 3)
+TINY_WIDTHS = (96, 192, 384, 768)
 
-class ConvNextImageEncoder(nn.Module):
+
+@register_image_encoder("convnext-tiny")
+class ConvNextImageEncoder(ImageEncoder):
     """Stage outputs at strides 4, 8, 16, 32 with 96, 192, 384, 768 channels."""
+
+    strides = (4, 8, 16, 32)
+
+    @classmethod
+    def feature_channels(cls, cfg: ModelConfig) -> tuple[int, ...]:
+        return TINY_WIDTHS
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, in_channels: int) -> ConvNextImageEncoder:
+        return cls(in_channels, cfg.encoder_weights)
 
     def __init__(self, in_channels: int = 3, weights: str | None = None) -> None:
         super().__init__()
@@ -25,7 +41,7 @@ class ConvNextImageEncoder(nn.Module):
         from transformers.utils import logging as hf_logging
 
         if weights is None:
-            cfg = ConvNextConfig(num_channels=in_channels, depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768])
+            cfg = ConvNextConfig(num_channels=in_channels, depths=list(TINY_DEPTHS), hidden_sizes=list(TINY_WIDTHS))
             self.model = ConvNextModel(cfg, add_pooling_layer=False) if _accepts_pooling() else ConvNextModel(cfg)
             log.warning(
                 "ConvNeXt-Tiny image encoder is RANDOMLY INITIALISED (no model.encoder_weights given); "
@@ -46,8 +62,11 @@ class ConvNextImageEncoder(nn.Module):
         # never uses: drop it so every parameter is in the graph (exports count parameters).
         self.model.layernorm = nn.Identity()
         sizes = tuple(self.model.config.hidden_sizes)
+        if sizes != TINY_WIDTHS:
+            raise CheckpointError(f"'{weights}' is a ConvNeXt with stage widths {sizes}, not ConvNeXt-Tiny "
+                                  f"{TINY_WIDTHS}; model.image_encoder=convnext-tiny needs ConvNeXt-Tiny weights "
+                                  "(e.g. facebook/convnext-tiny-224)")
         self.out_channels = sizes
-        self.strides = (4, 8, 16, 32)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         out = self.model(pixel_values=x, output_hidden_states=True)

@@ -20,11 +20,12 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..data.reference import fill_note
 from ..errors import ConfigError
+from .image_encoders import build_image_encoder
 from .interaction import ConditionedInteraction, InterestWeights, text_update
 from .layers import Attention
 from .reconstruction import ConditionedReconstructor, select_masked
 from .text import TextTower, TokenBatch, build_text_tower
-from .unet import UNetDecoder, UNetImageEncoder, coord_channels
+from .unet import UNetDecoder, coord_channels
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,6 @@ class RecLMISOutput:
     text_masked: Tensor | None = None  # (B, L) bool, positions zeroed for CLR
 
 
-def build_image_encoder(cfg: ModelConfig) -> nn.Module:
-    """The image encoder named by ``cfg.image_encoder``; it exposes ``out_channels`` and ``strides``."""
-    if cfg.image_encoder == "unet":
-        return UNetImageEncoder(cfg.in_channels + (2 if cfg.coords else 0), cfg.base_channels)
-    if cfg.image_encoder == "convnext-tiny":
-        from .convnext import ConvNextImageEncoder
-
-        return ConvNextImageEncoder(cfg.in_channels, cfg.encoder_weights)
-    raise ConfigError(f"unknown image encoder '{cfg.image_encoder}'. Available: unet, convnext-tiny")
-
-
 class SegmentationNet(nn.Module):
     """The inference path without the text tower: image + text features -> mask logits."""
 
@@ -65,8 +55,8 @@ class SegmentationNet(nn.Module):
         super().__init__()
         self.image_size = cfg.image_size
         self.in_channels = cfg.in_channels
-        self.input_coords = cfg.coords and cfg.image_encoder == "unet"
         self.encoder = build_image_encoder(cfg)
+        self.input_coords = cfg.coords and self.encoder.takes_coords
         dim = self.encoder.out_channels[-1]
         self.dim = dim
         self.grid = cfg.image_size // self.encoder.strides[-1]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..config import ModelConfig
+from .image_encoders import ImageEncoder, register_image_encoder
 from .layers import Attention
 
 
@@ -108,18 +110,35 @@ class WordGuide(nn.Module):
         return x + self.out(guided.transpose(1, 2).reshape(b, -1, h, w))
 
 
-class UNetImageEncoder(nn.Module):
-    """Five stages: full, 1/2, 1/4, 1/8, 1/16 resolution; channels b, 2b, 4b, 8b, 8b."""
+def unet_widths(base: int) -> tuple[int, int, int, int, int]:
+    """Channels of the five U-Net stages for a first-stage width ``base``: b, 2b, 4b, 8b, 8b."""
+    return (base, 2 * base, 4 * base, 8 * base, 8 * base)
+
+
+@register_image_encoder("unet")
+class UNetImageEncoder(ImageEncoder):
+    """Five stages: full, 1/2, 1/4, 1/8, 1/16 resolution; channels b, 2b, 4b, 8b, 8b (b = model.base_channels)."""
+
+    strides = (1, 2, 4, 8, 16)
+    takes_coords = True
+
+    @classmethod
+    def feature_channels(cls, cfg: ModelConfig) -> tuple[int, ...]:
+        return unet_widths(cfg.base_channels)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, in_channels: int) -> UNetImageEncoder:
+        return cls(in_channels, cfg.base_channels)
 
     def __init__(self, in_channels: int = 3, base: int = 64) -> None:
         super().__init__()
-        self.inc = ConvBNReLU(in_channels, base)
-        self.down1 = DownBlock(base, 2 * base)
-        self.down2 = DownBlock(2 * base, 4 * base)
-        self.down3 = DownBlock(4 * base, 8 * base)
-        self.down4 = DownBlock(8 * base, 8 * base)
-        self.out_channels = (base, 2 * base, 4 * base, 8 * base, 8 * base)
-        self.strides = (1, 2, 4, 8, 16)
+        w = unet_widths(base)
+        self.inc = ConvBNReLU(in_channels, w[0])
+        self.down1 = DownBlock(w[0], w[1])
+        self.down2 = DownBlock(w[1], w[2])
+        self.down3 = DownBlock(w[2], w[3])
+        self.down4 = DownBlock(w[3], w[4])
+        self.out_channels = w
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x0 = self.inc(x)

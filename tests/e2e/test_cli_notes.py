@@ -11,7 +11,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from reclmis_cli.main import app
-from reclmis_core.data.io import encode_png
+from reclmis_core.data.writers import encode_png
 from reclmis_core.data.synthetic import SyntheticConfig, generate_item
 
 runner = CliRunner()

@@ -82,3 +82,11 @@ def test_bundled_sample_data_prepares(tmp_path: Path) -> None:
     assert info["layout"] == "qata" and info["lesion_labels"] is True and info["problems"] == []
     df = pd.read_csv(tmp_path / "sample" / "manifest.csv", dtype=str, keep_default_na=False)
     assert df["id"].str.endswith("_cfa").sum() >= 2  # counterfactual pairs survive the qata round trip
+
+
+def test_prepare_and_notes_help_list_the_registered_layouts() -> None:
+    from reclmis_core.data.layouts import LAYOUTS
+
+    for command in ("prepare", "notes"):
+        text = " ".join(runner.invoke(app, [command, "-h"]).output.replace("\u2502", " ").split())  # no box lines
+        assert f"auto | {' | '.join(LAYOUTS.names())}" in text, text

@@ -14,17 +14,10 @@ from nibabel.testing import data_path as NIB_DATA
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from reclmis_core.data.io import (
-    apply_window,
-    binarize,
-    dicom_series_affine,
-    parse_window,
-    read_image,
-    read_mask,
-    to_uint8,
-    write_mask_png,
-    write_nifti_mask,
-)
+from reclmis_core.data.arrays import binarize
+from reclmis_core.data.intensity import apply_window, parse_window, to_uint8
+from reclmis_core.data.readers import read_image, read_mask
+from reclmis_core.data.writers import dicom_series_affine, write_mask_png, write_nifti_mask
 from reclmis_core.errors import DataError
 
 CT_SMALL = get_testdata_file("CT_small.dcm")

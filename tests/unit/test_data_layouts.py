@@ -18,7 +18,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from reclmis_core import __version__
-from reclmis_core.data.layouts import detect_layout, scan_source
+from reclmis_core.data.layouts import LAYOUTS, Record, Scan, detect_layout, register_layout, scan_source
 from reclmis_core.data.prepare import PrepareOptions, prepare_dataset
 
 NOTE = "Unilateral pulmonary infection, one infected area, middle right lung."
@@ -220,7 +220,8 @@ def test_dicom_series_with_nifti_mask(tmp_path: Path) -> None:
     src = tmp_path / "src"
     _ct_series(src / "images" / "pat1")
     (src / "masks").mkdir()
-    from reclmis_core.data.io import read_image, write_nifti_mask
+    from reclmis_core.data.readers import read_image
+    from reclmis_core.data.writers import write_nifti_mask
 
     vol, meta = read_image(src / "images" / "pat1")
     m = np.zeros(vol.shape, dtype=np.uint8)
@@ -269,11 +270,66 @@ def test_scan_reports_detect_failure(tmp_path: Path) -> None:
         scan_source(tmp_path / "empty", "zip")
 
 
+# -- the layout registry ------------------------------------------------------------------------------------
+
+
+def test_every_built_in_layout_is_registered_and_detected_above():
+    # each one has a test above that builds a look-alike source, detects it and prepares it
+    assert LAYOUTS.names() == ("qata", "mosmed", "ariadne", "nifti", "dicom", "folder")
+    assert [name for name, spec in LAYOUTS.items() if spec.fallback] == ["folder"]
+
+
+def test_unknown_layout_names_the_registered_ones_and_the_nearest(tmp_path: Path) -> None:
+    from reclmis_core.errors import DataError
+
+    (tmp_path / "src").mkdir()
+    with pytest.raises(DataError, match=r"unknown layout 'folders'\. Did you mean 'folder'\? Available: qata, mosmed, "
+                                        r"ariadne, nifti, dicom, folder"):
+        scan_source(tmp_path / "src", "folders")
+
+
+def test_the_cannot_detect_message_lists_what_each_layout_looks_for(tmp_path: Path) -> None:
+    from reclmis_core.errors import DataError
+
+    (tmp_path / "src").mkdir()
+    with pytest.raises(DataError) as info:
+        detect_layout(tmp_path / "src")
+    assert all(f"for {name}" in str(info.value) for name in LAYOUTS.names())
+
+
+def test_lvit_folders_win_over_a_prompt_folder_as_before(tmp_path: Path) -> None:
+    src = make_lvit(tmp_path / "src")
+    (src / "prompt").mkdir()
+    assert detect_layout(src) == "qata"
+
+
+def test_a_registered_layout_is_detected_before_the_fallback_and_prepared(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LAYOUTS, "_entries", dict(LAYOUTS._entries))  # registered for this test only
+    src = tmp_path / "src"
+    png(src / "images" / "a.png", img_arr(0))
+    png(src / "labels" / "a.png", mask_arr())
+    (src / "cases.txt").write_text(f"a.png\t{NOTE}\n", encoding="utf-8")
+
+    @register_layout("mylab", detect=lambda s: (s / "cases.txt").is_file(), expects="cases.txt")
+    def scan_mylab(s: Path, notes_optional: bool = False) -> Scan:
+        name, note = (s / "cases.txt").read_text(encoding="utf-8").strip().split("\t")
+        rec = Record("a", "train", s / "images" / name, s / "labels" / name, note, f"images/{name}")
+        return Scan("mylab", s, [rec], [], "all train")
+
+    assert detect_layout(src) == "mylab"  # images/ alone would make it the folder layout
+    report = prepare_dataset(src, tmp_path / "out", OPT)
+    assert report.layout == "mylab" and report.counts["train"] == 1
+    with pytest.raises(ValueError, match="already registered"):
+        register_layout("mylab", detect=lambda s: False, expects="")(scan_mylab)
+
+
 @pytest.mark.parametrize("seg_type", ["BINARY", "LABELMAP"])
 def test_dicom_seg_with_two_segments_and_label_map_is_read_with_highdicom(tmp_path: Path, seg_type: str) -> None:
     """Segments 1 and 2 (and a label-map SEG, its own SOP class) are merged onto the right slices."""
     hd = pytest.importorskip("highdicom")
-    from reclmis_core.data.io import read_dicom_seg, read_image
+    from reclmis_core.data.readers import read_image
+    from reclmis_core.data.readers.dicom import read_dicom_seg
 
     sources = _ct_series(tmp_path / "series", n=4)
     labels = np.zeros((4, 128, 128), dtype=np.uint8)

@@ -13,7 +13,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from reclmis_core.data.io import display_to_nifti, encode_png
+from reclmis_core.data.readers.nifti import display_to_nifti
+from reclmis_core.data.writers import encode_png
 from reclmis_core.data.note_text import ZONE_CODES, format_note, parse_note, zone_code, zones_field
 from reclmis_core.data.notes import (
     LungGeometry,
@@ -307,7 +308,7 @@ def test_dicom_two_stored_orientations_same_sides(tmp_path: Path, mode: str) -> 
         res = generate_notes(src, NotesOptions(layout="dicom", workers=1, empty="skip", volume_mode=mode))
         assert not res.problems, [p.line() for p in res.problems]
         results.append(res)
-    from reclmis_core.data.io import read_image
+    from reclmis_core.data.readers import read_image
 
     std, _ = read_image(tmp_path / "std" / "images" / "pat")
     flipped, _ = read_image(tmp_path / "flipped" / "images" / "pat")
@@ -320,7 +321,7 @@ def test_dicom_two_stored_orientations_same_sides(tmp_path: Path, mode: str) -> 
 
 
 def test_sagittal_dicom_is_refused() -> None:
-    from reclmis_core.data.io import DicomRef, ImageMeta
+    from reclmis_core.data.meta import DicomRef, ImageMeta
 
     meta = ImageMeta(path="x", kind="dicom", shape=(4, 4), original_shape=(4, 4), dtype="int16",
                      dicom=DicomRef(image_orientation=(0, 1, 0, 0, 0, -1)))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import reclmis_core
-from reclmis_core.engine.datasets_registry import SAMPLE_ENV, resolve_dataset, sample_source
+from reclmis_core.data.datasets_registry import SAMPLE_ENV, resolve_dataset, sample_source
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def test_sample_data_lives_in_the_package_and_every_file_is_declared_package_dat
 def test_sample_is_prepared_at_the_requested_image_size(tmp_path, monkeypatch):
     import functools
 
-    from reclmis_core.engine import datasets_registry
+    from reclmis_core.data import datasets_registry
 
     monkeypatch.delenv(SAMPLE_ENV, raising=False)
     # the extra training phantoms are not what this checks; without them it runs in seconds

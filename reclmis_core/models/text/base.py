@@ -3,6 +3,11 @@
 A backend is a ``TextTower`` module mapping ``(input_ids, attention_mask)`` to per-token features
 ``(B, L, dim)``, plus a ``NoteTokenizer`` turning notes into those ids. The rest of the model only sees
 token features and the mask, so backends swap freely and the ONNX text graph has exactly these inputs.
+
+Both sides describe themselves to the registry (:mod:`.registry`): a tower says how it is built from the config
+and a checkpoint's state and which tokenizer it uses; a tokenizer says how an export sidecar stores it
+(``kind``, :meth:`NoteTokenizer.export_description`) and how it is rebuilt from that
+(:meth:`NoteTokenizer.from_description`).
 """
 
 from __future__ import annotations
@@ -10,10 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ...config import TextConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +47,20 @@ def truncation_advice(pad_to_max: bool, max_length: int) -> str:
 
 
 class NoteTokenizer:
-    """Base tokenizer: subclasses implement ``_encode_one`` and ``describe``."""
+    """Base tokenizer: subclasses set ``kind`` and implement ``_encode_one``, ``describe`` and ``from_description``."""
 
+    kind: ClassVar[str]  # how an export sidecar names this tokenizer ("clip-bpe", "bpe-scratch", ...)
     pad_id: int = 0
     model_max_length: int = 512
+
+    @classmethod
+    def from_description(cls, desc: dict[str, Any], folder: Path, max_length: int) -> NoteTokenizer:
+        """Rebuild the tokenizer from what :meth:`export_description` wrote into the export ``folder``."""
+        raise NotImplementedError
+
+    def export_description(self, folder: Path) -> dict[str, Any]:
+        """What an export sidecar stores to rebuild this tokenizer; files it needs are written into ``folder``."""
+        return {**self.describe(), "pad_id": int(self.pad_id)}
 
     def _encode_one(self, text: str) -> list[int]:
         """Full token ids of one note including special tokens, before truncation."""
@@ -109,12 +128,28 @@ class NoteTokenizer:
 
 
 class TextTower(nn.Module):
-    """Per-token text features. Subclasses set ``dim``, ``tokenizer`` and ``max_positions``."""
+    """Per-token text features. Subclasses set ``dim``, ``tokenizer`` and ``max_positions`` on the instance,
+    ``tokenizer_class`` (and ``name_argument``) on the class, and implement :meth:`from_config`."""
 
+    tokenizer_class: ClassVar[type[NoteTokenizer]]  # the tokenizer it uses (export sidecars are rebuilt with it)
+    # What ``<name>:<arg>`` carries: "source" (required, kept in model.text.encoder: hf:<id>), "weights" (optional,
+    # given as --text-encoder clip:<folder>, stored in model.text.weights) or None (the name takes no argument).
+    name_argument: ClassVar[str | None] = None
     dim: int
     tokenizer: NoteTokenizer
     max_positions: int
     pretrained: bool = False  # weights came from a verified pretrained source (not saved in checkpoints)
+
+    @classmethod
+    def from_config(cls, cfg: TextConfig, source: str | None, corpus: Sequence[str] | None,
+                    state: dict[str, Any]) -> TextTower:
+        """The tower for ``cfg``: ``source`` is what follows ``<name>:``; ``corpus`` the training notes;
+        ``state`` what :meth:`extra_state` saved with a checkpoint (empty for a new model)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_config(cls, cfg: TextConfig) -> None:
+        """ConfigError for options this tower cannot take (checked with the rest of the config)."""
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:  # (B, L, dim)
         raise NotImplementedError

@@ -11,10 +11,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Sequence
+
 from torch import Tensor
 
+from ...config import TextConfig
 from ...errors import CheckpointError, ConfigError
 from .base import NoteTokenizer, TextTower
+from .registry import register_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,13 @@ VIT_B32_TEXT = dict(
 class ClipTokenizer(NoteTokenizer):
     """CLIP's byte-level BPE (lower-cases and cleans like the original), ids wrapped in SOT/EOT."""
 
+    kind = "clip-bpe"
     pad_id = 0
     model_max_length = 77
+
+    @classmethod
+    def from_description(cls, desc: dict[str, Any], folder: Path, max_length: int) -> ClipTokenizer:
+        return cls()  # the BPE ships with instant-clip-tokenizer: nothing is stored in the export
 
     def __init__(self) -> None:
         from instant_clip_tokenizer import Tokenizer
@@ -57,11 +66,20 @@ class ClipTokenizer(NoteTokenizer):
         return ["<sot>" if i == self.sot else "<eot>" if i == self.eot else self._tok.decode([i]).strip() for i in ids]
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "clip-bpe", "package": "instant-clip-tokenizer", "sot": self.sot, "eot": self.eot, "pad": 0}
+        return {"kind": self.kind, "package": "instant-clip-tokenizer", "sot": self.sot, "eot": self.eot, "pad": 0}
 
 
+@register_text_encoder("clip")
 class ClipTextTower(TextTower):
     """Per-token CLIP text features after the final LayerNorm and the text projection (as the reference)."""
+
+    tokenizer_class = ClipTokenizer
+    name_argument = "weights"
+
+    @classmethod
+    def from_config(cls, cfg: TextConfig, source: str | None, corpus: Sequence[str] | None,
+                    state: dict[str, Any]) -> ClipTextTower:
+        return cls(cfg.weights, state.get("config"))
 
     def __init__(self, weights: str | None = None, config_overrides: dict[str, Any] | None = None) -> None:
         # config_overrides come from a checkpoint's text_state: the checkpoint then holds the tower's weights

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from ...errors import CheckpointError
+from ...config import TextConfig
+from ...errors import CheckpointError, ConfigError
 from .base import NoteTokenizer, TextTower
+from .registry import register_text_encoder
 
 log = logging.getLogger(__name__)
 
 
 class AutoTokenizerWrapper(NoteTokenizer):
+    """A transformers ``AutoTokenizer``; exports save it in ``tokenizer/`` next to the graphs."""
+
+    kind = "huggingface"
+
+    @classmethod
+    def from_description(cls, desc: dict[str, Any], folder: Path, max_length: int) -> AutoTokenizerWrapper:
+        from transformers import AutoTokenizer
+
+        local = folder / desc.get("files", "tokenizer")
+        if not local.is_dir():
+            raise CheckpointError(f"{folder}: tokenizer folder {local.name}/ is missing from the export")
+        return cls(AutoTokenizer.from_pretrained(str(local), local_files_only=True), desc["source"])
+
+    def export_description(self, folder: Path) -> dict[str, Any]:
+        self._tok.save_pretrained(str(folder / "tokenizer"))
+        return {**super().export_description(folder), "files": "tokenizer"}
+
     def __init__(self, tokenizer: Any, source: str) -> None:
         self._tok = tokenizer
         self._source = source
@@ -31,10 +51,23 @@ class AutoTokenizerWrapper(NoteTokenizer):
         return list(self._tok.convert_ids_to_tokens(ids))
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "huggingface", "source": self._source}
+        return {"kind": self.kind, "source": self._source}
 
 
+@register_text_encoder("hf")
 class HFTextTower(TextTower):
+    """``hf:<folder or hub id>``: the encoder's last hidden states (CXR-BERT, PubMedBERT, ...)."""
+
+    tokenizer_class = AutoTokenizerWrapper
+    name_argument = "source"
+
+    @classmethod
+    def from_config(cls, cfg: TextConfig, source: str | None, corpus: Sequence[str] | None,
+                    state: dict[str, Any]) -> HFTextTower:
+        if not source:
+            raise ConfigError("the hf text encoder needs a source: hf:<folder or hub id>")
+        return cls(source)
+
     def __init__(self, source: str) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer

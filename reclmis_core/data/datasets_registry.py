@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
+from ..registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -44,30 +45,32 @@ class RegisteredDataset:
     bundled: bool = False  # (bool) ships with the package (sample_data/), prepared on first use
 
 
-DATASETS: dict[str, RegisteredDataset] = {
-    "qata": RegisteredDataset(
-        "qata", "paper", "paper", "QaTa-COV19 chest X-rays with notes (paper recipe: 200 epochs)"
-    ),
-    "mosmed": RegisteredDataset(
-        "mosmed", "paper", "paper", "MosMedData+ CT slices with notes (paper recipe: 500 epochs)"
-    ),
-    "sample": RegisteredDataset(
-        "sample", "tiny", None, "bundled sample data (QaTa layout), tiny preset; trains in minutes on a CPU",
-        bundled=True,
-    ),
-}
+DATASETS: Registry[RegisteredDataset] = Registry(
+    "dataset", error=ConfigError, hint="or pass --data DATA_DIR for a folder made by 'reclmis prepare'"
+)
 
 
-def dataset_names() -> list[str]:
-    return sorted(DATASETS)
+def register_dataset(entry: RegisteredDataset) -> RegisteredDataset:
+    """Add ``entry`` under its name (``train --dataset NAME``); a name registered twice raises ValueError."""
+    return DATASETS.register(entry.name)(entry)
+
+
+register_dataset(RegisteredDataset(
+    "qata", "paper", "paper", "QaTa-COV19 chest X-rays with notes (paper recipe: 200 epochs)"))
+register_dataset(RegisteredDataset(
+    "mosmed", "paper", "paper", "MosMedData+ CT slices with notes (paper recipe: 500 epochs)"))
+register_dataset(RegisteredDataset(
+    "sample", "tiny", None, "bundled sample data (QaTa layout), tiny preset; trains in minutes on a CPU",
+    bundled=True))
+
+
+def dataset_names() -> tuple[str, ...]:
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> RegisteredDataset:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown dataset '{name}'. Registered: {', '.join(dataset_names())}; "
-                          "or pass --data DATA_DIR for a folder made by 'reclmis prepare'") from None
+    """The registered dataset ``name``; ConfigError naming the registered ones (and the nearest) otherwise."""
+    return DATASETS.get(name)
 
 
 def data_root() -> Path:
@@ -140,10 +143,9 @@ def prepare_sample(folder: Path, size: int, extra_phantoms: int = SAMPLE_EXTRA_P
     """
     import pandas as pd
 
-    from ..data.prepare import (
-        PrepareOptions, commit_staging_dir, make_staging_dir, prepare_dataset, write_dataset_json, write_manifest,
-    )
-    from ..data.synthetic import SyntheticConfig, write_synthetic
+    from .data_dir import commit_staging_dir, make_staging_dir, write_dataset_json, write_manifest
+    from .prepare import PrepareOptions, prepare_dataset
+    from .synthetic import SyntheticConfig, write_synthetic
 
     src = sample_source()
     log.info("preparing the bundled sample data %s -> %s at %d px with %d extra training phantoms", src, folder,
