@@ -26,7 +26,7 @@ if [[ $DRY -eq 0 ]] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.i
 fi
 
 if [[ $DRY -eq 1 ]]; then
-  DEVICE=cpu; PRESET=tiny; BATCHES=1,4; BACKENDS=eager,eager-fp16,onnx; RUNS=2; WARMUP=1; TRAIN_BATCH=2
+  DEVICE=cpu; PRESET=tiny; BATCHES=1,4; BACKENDS=eager,eager-fp16; RUNS=2; WARMUP=1; TRAIN_BATCH=2
 else
   DEVICE=cuda; PRESET=paper; BATCHES=1,32; BACKENDS=all; RUNS=50; WARMUP=10; TRAIN_BATCH=16
 fi

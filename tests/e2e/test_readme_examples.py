@@ -38,6 +38,8 @@ from typer.testing import CliRunner
 
 from reclmis_cli.main import app
 
+from tests.dicom_series import write_ct_series
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 runner = CliRunner()
@@ -156,21 +158,7 @@ def _invoke(args: list[str]) -> None:
 
 
 def _ct_series(folder: Path, n: int = 3) -> None:
-    import pydicom
-    from pydicom.data import get_testdata_file
-    from pydicom.uid import generate_uid
-
-    folder.mkdir()
-    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    series, pos = generate_uid(), [float(v) for v in base.ImagePositionPatient]
-    for z in range(n):
-        ds = base.copy()
-        ds.SeriesInstanceUID = series
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = z + 1
-        ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 5.0 * z]
-        ds.save_as(folder / f"slice{z + 1}.dcm")
+    write_ct_series(folder, n)
 
 
 def _workspace(root: Path) -> None:

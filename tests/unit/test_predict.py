@@ -26,6 +26,8 @@ from reclmis_core.inference import (
 from reclmis_core.inference import write_prediction
 from reclmis_core.inference.figures import upscale_factor
 
+from tests.dicom_series import write_ct_series
+
 NOTE = "Unilateral pulmonary infection, one infected area, lower left lung."
 CORPUS = [
     NOTE,
@@ -179,25 +181,7 @@ def test_ct_small_to_dicom_seg_references_its_source(predictor, tmp_path):
 
 
 def _fake_series(folder: Path, n: int = 3) -> list[str]:
-    import pydicom
-    from pydicom.data import get_testdata_file
-    from pydicom.uid import generate_uid
-
-    folder.mkdir()
-    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    series = generate_uid()
-    uids = []
-    pos = [float(v) for v in base.ImagePositionPatient]  # read once: base.copy() shares elements with base
-    for z in range(n):
-        ds = base.copy()
-        ds.SeriesInstanceUID = series
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = z + 1
-        ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 5.0 * z]
-        ds.save_as(folder / f"slice{n - z}.dcm")  # file order differs from slice order on purpose
-        uids.append(ds.SOPInstanceUID)
-    return uids
+    return write_ct_series(folder, n, reverse_file_order=True)  # file order differs from slice order on purpose
 
 
 def test_dicom_series_to_nifti_and_dicom_seg(predictor, tmp_path):
