@@ -51,7 +51,8 @@ def render(report) -> None:  # noqa: ANN001 - BenchReport
         ["inference, without text encoder", f"{report.params_infer_m:.2f}", f"{report.gmacs_infer:.2f}",
          f"{report.gflops_infer:.2f}",
          f"{_fmt(eager_out and eager_out.ms_per_image_median)} (eager fp32)"
-         + (f"; {best_out.ms_per_image_median:.1f} ({best_out.backend})" if best_out else "")],
+         + (f"; {best_out.ms_per_image_median:.1f} ({best_out.backend})"
+            if best_out is not None and best_out.backend != "eager" else "")],
     ]
     print_table(title, ["phase", "Params (M)", "GMACs", "GFLOPs (2xMACs)", f"ms/img (batch {first})"], rows)
     print_table("parameters (M)", ["total", "trainable", "inference path", "text encoder", "CVR+CLR", "training-only"],

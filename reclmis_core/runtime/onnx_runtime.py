@@ -22,7 +22,7 @@ class OnnxRuntime(Runtime):
         device: ``auto | cpu | cuda | cuda:N``: the CUDA execution provider for cuda (ConfigError when this
             onnxruntime has none or it fails to start: never a silent CPU run).
         threads: intra-op threads (None: ONNX Runtime's default).
-        segmentation_file: another segmentation graph of the same signature (bench's int8 graph).
+        segmentation_file: another segmentation graph of the same signature (e.g. one quantized by other tools).
     """
 
     name = "onnx"
@@ -49,7 +49,7 @@ class OnnxRuntime(Runtime):
         self.tokenizer = self.seg.tokenizer
         self.max_length = int(self.seg.max_length)
         quant = self.seg.sidecar.get("quantization") or {}
-        self.precision = "int8" if (quant or segmentation_file) else "fp32"
+        self.precision = "int8" if quant else "fp32"  # the sidecar of an int8 export says so
         self.description = (f"ONNX Runtime {self.precision} on {self.seg.providers[0]}"
                             + (f" (calibrated on {quant.get('calibration')})" if quant else ""))
 

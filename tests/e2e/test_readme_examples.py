@@ -75,7 +75,7 @@ SKIPPED: dict[str, str] = {
     "reclmis prepare --synthetic --synthetic-layout qata --out /tmp/notesbench": "300 images written to /tmp, "
                                                                                 "outside the workspace",
     "reclmis notes /tmp/notesbench": "needs /tmp/notesbench (above); tests/e2e/test_cli_notes.py runs --check",
-    "reclmis notes masks_folder": "placeholder (masks_folder) for the reader's own folder",
+    "reclmis notes my_dataset/": "placeholder (my_dataset/: images and masks) for the reader's own folder",
     "reclmis train --data data/qata": "real dataset (QaTa-COV19), paper-size training",
     "reclmis predict scans/": "placeholder folder (scans/) and a paper-preset QaTa training or its export",
     "reclmis export -c runs/qata-paper/best": "needs the paper-preset QaTa training and QaTa for calibration",
