@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from reclmis_core.errors import ConfigError
-from reclmis_core.runtime.backends import BACKENDS, GPU_BACKENDS, QUICK_BACKENDS, TABLE_II_BACKENDS
+from reclmis_core.runtime.backends import BENCH_BACKENDS, GPU_BACKENDS, QUICK_BACKENDS, TABLE_II_BACKENDS
 
 from ..console import handle_errors, print_table, quiet_mode, say
 from ..options import config_option, configurable, device_option, quiet_option, set_option, threads_option
@@ -114,7 +114,7 @@ def bench(
                                     "(Table II: 1,8)."),
     backends: str = typer.Option(
         ",".join(QUICK_BACKENDS), "--backends",
-        help=f"Comma list of {', '.join(BACKENDS)}; or all (Table II: {','.join(TABLE_II_BACKENDS)} on a CPU, "
+        help=f"Comma list of {', '.join(BENCH_BACKENDS)}; or all (Table II: {','.join(TABLE_II_BACKENDS)} on a CPU, "
              f"{','.join(GPU_BACKENDS)} on CUDA).",
     ),
     text_len: int = typer.Option(18, "--text-len", help="Tokens per note for MACs and latency (reference: 18)."),

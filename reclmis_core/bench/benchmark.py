@@ -40,8 +40,7 @@ from ..device import apply_threads, resolve_device
 from ..errors import ConfigError, DataError
 from ..device import bf16_support, cpu_name
 from ..export.samples import SAMPLE_NOTES, sample_images
-from ..runtime.backends import BACKENDS as BACKEND_TABLE
-from ..runtime.backends import BENCH_BACKENDS, QUICK_BACKENDS, TABLE_II_BACKENDS
+from ..runtime.backends import BENCH_BACKENDS, QUICK_BACKENDS, TABLE_II_BACKENDS, backend_spec
 from .counting import _m, _reconciliation, count_flops, count_params
 from .latency import BenchContext, LatencyRow, measure_latency, note_tokens, time_fn
 
@@ -197,9 +196,8 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
         BenchReport (``to_json()`` gives the contract keys).
     """
     say = progress or (lambda msg: log.info("%s", msg))
-    unknown = [b for b in cfg.backends if b not in BACKEND_TABLE]
-    if unknown:
-        raise ConfigError(f"unknown backend(s) {', '.join(unknown)}. Available: {', '.join(BACKEND_TABLE)}")
+    for name in cfg.backends:  # an unknown name: ConfigError listing the available ones, before any work
+        backend_spec(name)
     if any(b < 1 for b in cfg.batch_sizes) or not cfg.batch_sizes:
         raise ConfigError(f"--batch-sizes must be positive integers, got {cfg.batch_sizes}")
     device = resolve_device(cfg.device)

@@ -1,7 +1,7 @@
 """Writing one prediction: the mask in the input's own format and geometry, overlay, probabilities, explanation,
 and the per-input entry of ``predictions.json`` (lesion area, volume, count).
 
-Mask writers are a table (:data:`MASK_WRITERS`: format -> writer); ``resolve_format`` picks one per input.
+Mask writers are a registry (:data:`MASK_WRITERS`: format -> writer); ``resolve_format`` picks one per input.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ..choices import FORMATS
 from ..data.meta import ImageMeta
 from ..errors import ConfigError, DataError, ReclmisError
 from ..metrics.components import count_components
+from ..registry import Registry
 from .explain import render_explanation
 from .inputs import Failure, InputSpec
 from .predictor import Prediction
@@ -108,28 +109,27 @@ def _area_stats(mask: np.ndarray, meta: ImageMeta) -> dict[str, Any]:
     return out
 
 
+# Mask writers by --format (``auto`` resolves to one of them per input), each returning the file's own shape;
+# FORMATS in reclmis_core.choices lists the same names for the CLI help (a test keeps the two equal).
+MASK_WRITERS: Registry[Callable[[OutputSet, np.ndarray, ImageMeta, PredictOptions], tuple[int, ...]]] = Registry(
+    "mask format")
+
+
+@MASK_WRITERS.register("png")
 def _png(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> tuple[int, ...]:
     return write_png_mask(outs.path("mask", "_mask.png"), mask, meta)
 
 
+@MASK_WRITERS.register("nifti")
 def _nifti(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> tuple[int, ...]:
     return write_volume_mask(outs.path("mask", "_mask.nii.gz"), mask, meta)
 
 
+@MASK_WRITERS.register("dicom-seg")
 def _dicom_seg(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> tuple[int, ...]:
     from .dicom_seg import write_dicom_seg
 
     return write_dicom_seg(outs.path("seg", "_seg.dcm"), mask, meta, opts.seg_description)
-
-
-# Mask writers by --format (``auto`` resolves to one of them per input), each returning the file's own shape;
-# FORMATS in reclmis_core.choices lists
-# the same names for the CLI help (a test keeps the two equal).
-MASK_WRITERS: dict[str, Callable[[OutputSet, np.ndarray, ImageMeta, PredictOptions], tuple[int, ...]]] = {
-    "png": _png,
-    "nifti": _nifti,
-    "dicom-seg": _dicom_seg,
-}
 
 
 def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
     else:
         z, img2d, mask2d = 0, pred.image8, mask
     try:
-        file_shape = MASK_WRITERS[fmt](outs, mask, meta, opts)
+        file_shape = MASK_WRITERS.get(fmt)(outs, mask, meta, opts)
         entry["file_shape"] = list(file_shape)  # the mask file's own axis order (nib.load(f).shape for NIfTI)
         if opts.overlay:
             fig = overlay_figure(pred.image8, mask, pred.note, opts.threshold, z)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..choices import BACKENDS as PREDICT_BACKENDS  # predict's --backend: torch (a checkpoint) | onnx (an export)
-from ..errors import ConfigError
+from ..registry import Registry
 
 
 
@@ -25,26 +25,27 @@ class BackendSpec:
     description: str = ""
 
 
-BACKENDS: dict[str, BackendSpec] = {
-    b.name: b
-    for b in (
-        BackendSpec("eager", "torch", description="PyTorch fp32, the model as built (NCHW)"),
-        BackendSpec("eager-channels-last", "torch", fast=True, description="PyTorch fp32, Conv+BN folded, channels-last"),
-        BackendSpec("eager-bf16", "torch", "bf16", fast=True,
-                    description="PyTorch bf16 autocast (AVX512-BF16/AMX or CUDA), Conv+BN folded, channels-last"),
-        BackendSpec("eager-fp16", "torch", "fp16", fast=True, cuda_only=True,
-                    description="PyTorch fp16 autocast (CUDA only), Conv+BN folded, channels-last"),
-        BackendSpec("onnx", "onnx", description="ONNX Runtime fp32 (ORT_ENABLE_ALL), CPU or CUDA provider"),
-        BackendSpec("onnx-int8", "onnx", "int8",
-                    description="ONNX Runtime, static QDQ int8 convolutions (per-channel), fp32 text encoder"),
-        BackendSpec("compile", "torch", fast=True, compile=True,
-                    description="torch.compile (inductor) fp32 of the segmentation network; text encoder eager"),
-        BackendSpec("compile-bf16", "torch", "bf16", fast=True, compile=True,
-                    description="torch.compile (inductor) with bf16 autocast"),
-    )
-}
+_SPECS = (
+    BackendSpec("eager", "torch", description="PyTorch fp32, the model as built (NCHW)"),
+    BackendSpec("eager-channels-last", "torch", fast=True, description="PyTorch fp32, Conv+BN folded, channels-last"),
+    BackendSpec("eager-bf16", "torch", "bf16", fast=True,
+                description="PyTorch bf16 autocast (AVX512-BF16/AMX or CUDA), Conv+BN folded, channels-last"),
+    BackendSpec("eager-fp16", "torch", "fp16", fast=True, cuda_only=True,
+                description="PyTorch fp16 autocast (CUDA only), Conv+BN folded, channels-last"),
+    BackendSpec("onnx", "onnx", description="ONNX Runtime fp32 (ORT_ENABLE_ALL), CPU or CUDA provider"),
+    BackendSpec("onnx-int8", "onnx", "int8",
+                description="ONNX Runtime, static QDQ int8 convolutions (per-channel), fp32 text encoder"),
+    BackendSpec("compile", "torch", fast=True, compile=True,
+                description="torch.compile (inductor) fp32 of the segmentation network; text encoder eager"),
+    BackendSpec("compile-bf16", "torch", "bf16", fast=True, compile=True,
+                description="torch.compile (inductor) with bf16 autocast"),
+)
 
-BENCH_BACKENDS = tuple(BACKENDS)
+BACKENDS: Registry[BackendSpec] = Registry("backend")
+for _spec in _SPECS:
+    BACKENDS.register(_spec.name)(_spec)
+
+BENCH_BACKENDS = BACKENDS.names()
 QUICK_BACKENDS = ("eager", "onnx")  # bench's default: a few minutes on a laptop CPU
 TABLE_II_BACKENDS = ("eager", "eager-channels-last", "eager-bf16", "onnx", "onnx-int8", "compile")
 GPU_BACKENDS = ("eager", "eager-bf16", "eager-fp16", "compile", "compile-bf16", "onnx")
@@ -52,7 +53,5 @@ GPU_BACKENDS = ("eager", "eager-bf16", "eager-fp16", "compile", "compile-bf16", 
 
 def backend_spec(name: str) -> BackendSpec:
     """The table row of ``name``; ConfigError naming the available ones (and the nearest) otherwise."""
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend '{name}'. Available: {', '.join(BACKENDS)}")
-    return BACKENDS[name]
+    return BACKENDS.get(name)
 __all__ = ["BACKENDS", "BENCH_BACKENDS", "GPU_BACKENDS", "PREDICT_BACKENDS", "QUICK_BACKENDS", "TABLE_II_BACKENDS", "BackendSpec", "backend_spec"]

@@ -72,12 +72,12 @@ def test_precision_rules():
 
 def test_backend_table_is_the_one_list():
     assert PREDICT_BACKENDS == CLI_BACKENDS == ("torch", "onnx")
-    assert {b.runtime for b in BACKENDS.values()} == set(PREDICT_BACKENDS)
-    with pytest.raises(ConfigError, match="Available: eager"):
+    assert {b.runtime for _, b in BACKENDS.items()} == set(PREDICT_BACKENDS)
+    with pytest.raises(ConfigError, match="Did you mean 'eager'.*Available: eager"):
         backend_spec("eagr")
     from reclmis_core.inference.writers import MASK_WRITERS
 
-    assert ("auto", *MASK_WRITERS) == FORMATS
+    assert ("auto", *MASK_WRITERS.names()) == FORMATS
 
 
 def test_int8_export_calibrates_names_its_graph_and_runs_in_predict(tiny, tmp_path, caplog):
