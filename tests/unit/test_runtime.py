@@ -95,10 +95,14 @@ def test_int8_export_calibrates_names_its_graph_and_runs_in_predict(tiny, tmp_pa
     assert 0.0 <= q["mask_dice_vs_fp32"] <= 1.0 and q == res.int8
     assert "node_conv2d" in q["fp32_nodes"]  # the image's first convolution stays fp32
 
+    from reclmis_core.runtime import open_runtime
     from reclmis_core.runtime.onnx_runtime import OnnxRuntime
 
-    rt = OnnxRuntime(out, "cpu")
-    assert rt.precision == "int8"
+    rt = open_runtime(out, "cpu")  # an export folder -> ONNX Runtime; a checkpoint folder -> PyTorch
+    assert isinstance(rt, OnnxRuntime) and rt.precision == "int8"
+    assert isinstance(open_runtime(folder, "cpu"), TorchRuntime)
+    with pytest.raises(ConfigError, match="for the torch backend"):
+        open_runtime(out, "cpu", precision="bf16")
     images = sample_images(cfg, 2, seed=2)
     logits = rt.segment(images, *rt.encode(SAMPLE_NOTES[:2]))
     assert logits.shape == (2, 1, 48, 48) and torch.isfinite(logits).all()
