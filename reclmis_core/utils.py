@@ -1,8 +1,9 @@
-"""Small shared helpers: atomic file writes."""
+"""Small shared helpers: atomic file writes, silencing known log messages."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -44,3 +45,27 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, texts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.texts = texts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        raw, message = str(record.msg), record.getMessage()
+        return not any(t in raw or t in message for t in self.texts)
+
+
+@contextlib.contextmanager
+def drop_log_messages(rules: dict[str, tuple[str, ...]]) -> Iterator[None]:
+    """Within the block, drop the records of logger ``name`` whose message (raw or formatted) contains one of
+    ``rules[name]``: known messages that say nothing about the user's run."""
+    filters = [(logging.getLogger(name), _DropMessages(texts)) for name, texts in rules.items()]
+    for logger, flt in filters:
+        logger.addFilter(flt)
+    try:
+        yield
+    finally:
+        for logger, flt in filters:
+            logger.removeFilter(flt)

@@ -66,7 +66,7 @@ def main() -> None:
     model = refmod.RecLMIS(config, vit, n_channels=config.n_channels, n_classes=config.n_labels)
     keys = [(k, tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()]
     model.load_state_dict(recipe.make_state(keys), strict=True)
-    model.aux = False  # the reconstructors call .cuda(); they never touch the segmentation output
+    model.aux = False  # the reconstructors move tensors to a CUDA device; they never touch the segmentation output
 
     # The reference test pipeline on a QaTa-layout folder.
     test = work / "datasets/Covid19/Test_Folder"

@@ -38,6 +38,7 @@ from torch import Tensor
 from ..config import RunConfig, build_config
 from ..device import apply_threads, resolve_device
 from ..errors import ConfigError, DataError
+from ..utils import drop_log_messages
 from ..device import bf16_support, cpu_name
 from ..export.samples import SAMPLE_NOTES, sample_images
 from ..runtime.backends import BENCH_BACKENDS, QUICK_BACKENDS, TABLE_II_BACKENDS, backend_spec
@@ -118,24 +119,10 @@ class BenchReport:
 # --------------------------------------------------------------------------------------------------
 
 
-class _DropRandomInitWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "RANDOMLY INITIALISED" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_random_init() -> Any:
-    """Silence the text tower's random-init warning: it suggests a training option (--text-encoder) that means
-    nothing to bench, whose counts and timings do not depend on the weights."""
-    flt = _DropRandomInitWarning()
-    loggers = [logging.getLogger(n) for n in ("reclmis_core.models.text.clip", "reclmis_core.models.text")]
-    for lg in loggers:
-        lg.addFilter(flt)
-    try:
-        yield
-    finally:
-        for lg in loggers:
-            lg.removeFilter(flt)
+# The text tower's random-init warning suggests a training option (--text-encoder) that means nothing to bench,
+# whose counts and timings do not depend on the weights.
+_RANDOM_INIT = {name: ("RANDOMLY INITIALISED",)
+                for name in ("reclmis_core.models.text.clip", "reclmis_core.models.text")}
 
 
 def load_bench_model(cfg: BenchConfig) -> tuple[Any, RunConfig, str]:
@@ -149,7 +136,7 @@ def load_bench_model(cfg: BenchConfig) -> tuple[Any, RunConfig, str]:
 
     run_cfg = build_config(cfg.preset or "paper")
     corpus = SAMPLE_NOTES if run_cfg.model.text.encoder == "scratch" else None
-    with _quiet_random_init():  # random weights are what bench wants; the report notes it
+    with drop_log_messages(_RANDOM_INIT):  # random weights are what bench wants; the report notes it
         model = build_model(run_cfg.model, corpus=corpus)
     init = "random init"
     return model.eval(), run_cfg, f"preset {run_cfg.preset} ({init})"

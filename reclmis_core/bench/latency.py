@@ -19,7 +19,7 @@ from torch import Tensor
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..export.samples import SAMPLE_NOTES, sample_images
-from ..export.quantize import mask_dice
+from ..metrics.dice import dice_iou_per_image
 from ..runtime.backends import backend_spec
 from ..runtime.base import Runtime
 
@@ -90,17 +90,15 @@ class BenchContext:
 
 
 def _onnx_export(ctx: BenchContext, int8: bool) -> Path:
-    import importlib.util
-
-    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise Skip(f"needs {', '.join(missing)} (pip install 'reclmis[export]')")
     from ..export import export_model
 
     if ctx.onnx_dir is None:
         inf = ctx.model.for_inference()
         cpu_inf = inf if ctx.device.type == "cpu" else copy.deepcopy(inf).cpu()
-        export_model(cpu_inf, "onnx", ctx.tmp / "onnx", cfg=ctx.run_cfg)
+        try:  # the exporter checks its requirements (onnx, onnxruntime, onnxscript) first
+            export_model(cpu_inf, "onnx", ctx.tmp / "onnx", cfg=ctx.run_cfg)
+        except ConfigError as exc:
+            raise Skip(str(exc)) from None
         ctx.onnx_dir = ctx.tmp / "onnx"
     if not int8:
         return ctx.onnx_dir
@@ -285,4 +283,5 @@ def _agreement(
     probs = torch.sigmoid(torch.cat(outs).float().cpu()).numpy()
     if reference is None:
         return probs, None, None
-    return probs, float(np.abs(probs - reference).max()), float(mask_dice(probs[:, 0] > threshold, reference[:, 0] > threshold).mean())
+    dice, _ = dice_iou_per_image(probs[:, 0] > threshold, reference[:, 0] > threshold)
+    return probs, float(np.abs(probs - reference).max()), float(dice.mean())

@@ -23,7 +23,6 @@ for safetensors) against eager PyTorch on phantom chest images with different no
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -42,6 +41,7 @@ from ..config import RunConfig, config_to_dict
 from ..data.preprocess import PreprocessPlan
 from ..data.reference import SIDECAR_DESCRIPTION as REFERENCE_SIDECAR
 from ..errors import ConfigError
+from ..utils import drop_log_messages
 from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, _dims, export_onnx, onnx_initializer_params
 from .quantize import DEFAULT_CALIB_IMAGES, DEFAULT_MIN_DICE
 from .samples import SAMPLE_NOTES, sample_images
@@ -288,15 +288,6 @@ def _folder_files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-class _DropMessages(logging.Filter):
-    def __init__(self, *starts: str) -> None:
-        super().__init__()
-        self.starts = starts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (str(record.msg).startswith(self.starts) or record.getMessage().startswith(self.starts))
-
-
 # Log records that say nothing about the user's export: the ONNX exporter's note that torchvision's detection ops
 # are not registered (four lines per graph; reclmis uses none of them) and the note-length warning about the
 # export's own test notes (verification feeds fixed sample notes, some longer than the model's max_length).
@@ -306,16 +297,8 @@ _NOISE = {
 }
 
 
-@contextlib.contextmanager
 def _quiet_export_noise() -> Any:
-    filters = [(logging.getLogger(name), _DropMessages(*starts)) for name, starts in _NOISE.items()]
-    for logger, flt in filters:
-        logger.addFilter(flt)
-    try:
-        yield
-    finally:
-        for logger, flt in filters:
-            logger.removeFilter(flt)
+    return drop_log_messages(_NOISE)
 
 
 def export_model(
@@ -367,7 +350,7 @@ def export_model(
     if calib is not None:  # before any expensive work
         from ..data.folders import check_data_dir
 
-        check_data_dir(calib)
+        check_data_dir(calib, flag="--calib")
     spec = FORMATS[fmt]
     _check_requirements(spec)
     dest = Path(out)

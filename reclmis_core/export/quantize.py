@@ -27,7 +27,9 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError, DataError
+from ..metrics.dice import dice_iou_per_image
 from .onnx import SIDECAR
+from .runtime import _sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def calibration_set(cfg: RunConfig, data_dir: str | Path | None, n: int = DEFAUL
     from ..data.dataset import ManifestDataset, read_manifest
     from ..data.folders import check_data_dir
 
-    check_data_dir(data_dir)
+    check_data_dir(data_dir, flag="--calib")
     splits = read_manifest(data_dir)["split"].value_counts()
     split = "train" if splits.get("train", 0) else next((s for s in ("val", "test") if splits.get(s, 0)), None)
     if split is None:
@@ -101,16 +103,8 @@ def _probs(rt: Any, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
     out = []
     for f in feeds:
         logits = rt.segment(f["image"], f.get("text_features"), f.get("text_mask"))
-        out.append(1.0 / (1.0 + np.exp(-logits[:, 0].astype(np.float64))))
+        out.append(_sigmoid(logits[:, 0]))
     return np.concatenate(out)
-
-
-def mask_dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image Dice of two boolean mask stacks (N, H, W); two empty masks agree (1.0)."""
-    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-    inter = np.logical_and(a, b).sum(1)
-    total = a.sum(1) + b.sum(1)
-    return np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))
 
 
 def _fp32_convs(path: Path) -> list[str]:
@@ -177,7 +171,7 @@ def quantize_export(src: str | Path, dst: str | Path, calib: Calibration) -> dic
     int8 = OnnxSegmenter(dst, providers=["CPUExecutionProvider"])
     p32, p8 = _probs(fp32, feeds), _probs(int8, feeds)
     thr = float(sidecar["postprocessing"]["threshold"])
-    dice = mask_dice(p32 > thr, p8 > thr)
+    dice, _ = dice_iou_per_image(p32 > thr, p8 > thr)  # two empty masks agree (1.0)
     section.update(mask_dice_vs_fp32=round(float(dice.mean()), 5), min_mask_dice_vs_fp32=round(float(dice.min()), 5),
                    max_prob_diff_vs_fp32=round(float(np.abs(p32 - p8).max()), 5), threshold=thr)
     (dst / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")

@@ -125,13 +125,10 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", explain: bool = False, precision: str = "fp32",
                         **kwargs: Any) -> Predictor:
         """Load a checkpoint folder (``model.safetensors`` + ``config.json``); ``precision`` fp32 | bf16 | fp16."""
-        from ..engine.checkpoint import load_checkpoint
         from ..runtime.torch_runtime import TorchRuntime
 
-        model, cfg, doc = load_checkpoint(path)
-        rt = TorchRuntime(model, cfg, device, precision=precision, explain=explain,
-                          plan=PreprocessPlan.from_checkpoint(cfg, doc))
-        kwargs.setdefault("batch_size", cfg.infer.batch_size)
+        rt = TorchRuntime.from_checkpoint(path, device, precision=precision, explain=explain)
+        kwargs.setdefault("batch_size", rt.cfg.infer.batch_size)
         return cls(rt, source=str(path), **kwargs)
 
     @classmethod
@@ -185,7 +182,7 @@ class Predictor:
     def _check_vocabulary(self, notes: Sequence[str]) -> None:
         """Warn (once per note) when most of a note's tokens are unknown to the tokenizer: the model then sees
         next to nothing of it (e.g. a Chinese note for a tokenizer learned from English notes)."""
-        tok = getattr(self.runtime, "tokenizer", None)
+        tok = self.runtime.tokenizer
         if tok is None:
             return
         warned = self.__dict__.setdefault("_vocab_checked", set())
@@ -226,7 +223,7 @@ class Predictor:
         return feats, mask
 
     def _tokens(self, note: str, n_valid: int) -> list[str]:
-        tok = getattr(self.runtime, "tokenizer", None)
+        tok = self.runtime.tokenizer
         strings: list[str] = []
         if tok is not None:
             try:

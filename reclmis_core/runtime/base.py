@@ -78,9 +78,6 @@ def open_runtime(path: str | Path, device: str = "auto", precision: str = "fp32"
         from .onnx_runtime import OnnxRuntime
 
         return OnnxRuntime(folder, device, threads)
-    from ..engine.checkpoint import load_checkpoint
     from .torch_runtime import TorchRuntime
 
-    model, cfg, doc = load_checkpoint(folder)
-    return TorchRuntime(model, cfg, device, precision=precision, explain=explain,
-                        plan=PreprocessPlan.from_checkpoint(cfg, doc))
+    return TorchRuntime.from_checkpoint(folder, device, precision=precision, explain=explain)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,6 +56,7 @@ class TorchRuntime(Runtime):
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(precision, self.device)
         self.precision = precision
+        self.cfg = cfg
         self.model = model.to(self.device).eval()
         self.infer = model.for_inference()
         self.plan = plan or PreprocessPlan.from_config(cfg)
@@ -66,7 +68,7 @@ class TorchRuntime(Runtime):
         self.max_length = model.max_length if self.uses_text else 0
         self.tokenizer = model.tokenizer if self.uses_text else None
         self.explain = explain
-        if explain and (not self.uses_text or getattr(model, "interest", None) is None):
+        if explain and (not self.uses_text or model.interest is None):
             raise ConfigError(
                 "--explain needs a text-guided checkpoint trained with its interest-weight module (CVR, CLR or "
                 "CCL on); this checkpoint has none, so there are no W_poi/W_woi to show"
@@ -86,6 +88,16 @@ class TorchRuntime(Runtime):
         parts = [precision] + (["Conv+BN folded, channels-last"] if self.fast else ["as built"])
         self.description = f"PyTorch {', '.join(parts)}" + (", torch.compile" if compile else "") + f" on {self.device}"
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: Any = "auto", *, precision: str = "fp32",
+                        explain: bool = False) -> TorchRuntime:
+        """Load a checkpoint folder (``model.safetensors`` + ``config.json``) with its stored preprocessing."""
+        from ..engine.checkpoint import load_checkpoint
+
+        model, cfg, doc = load_checkpoint(path)
+        return cls(model, cfg, device, precision=precision, explain=explain,
+                   plan=PreprocessPlan.from_checkpoint(cfg, doc))
+
     def _autocast(self) -> Any:
         if self.dtype is None:
             return contextlib.nullcontext()
@@ -95,16 +107,12 @@ class TorchRuntime(Runtime):
         if not self.uses_text:
             raise ConfigError("this checkpoint is image-only; it takes no notes")
         tok = self.infer.tokenize(notes)
-        return tok.input_ids, tok.attention_mask
+        return tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
 
     @torch.inference_mode()
     def encode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with self._autocast():
             return self.infer.encode_text(ids.to(self.device), mask.to(self.device)).float()
-
-    def encode(self, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, mask = self.tokenize(notes)
-        return self.encode_ids(ids, mask), mask.to(self.device)
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device)

@@ -16,7 +16,7 @@ from reclmis_core.device import autocast_dtype, bf16_support
 from reclmis_core.engine.checkpoint import save_checkpoint
 from reclmis_core.errors import ConfigError
 from reclmis_core.export import SAMPLE_NOTES, ExportError, export_model, sample_images
-from reclmis_core.export.quantize import mask_dice
+from reclmis_core.metrics.dice import dice_iou_per_image
 from reclmis_core.models import build_model
 from reclmis_core.runtime.backends import BACKENDS, PREDICT_BACKENDS, backend_spec
 from reclmis_core.runtime.torch_runtime import TorchRuntime
@@ -35,11 +35,11 @@ def tiny(tmp_path_factory):
     return model, cfg, folder
 
 
-def test_mask_dice_hand_computed():
+def test_mask_dice_hand_computed():  # the per-image Dice int8 agreement and bench report use
     a = np.array([[[1, 1, 0, 0]], [[0, 0, 0, 0]], [[1, 0, 0, 0]]], dtype=bool)
     b = np.array([[[1, 0, 1, 0]], [[0, 0, 0, 0]], [[0, 1, 0, 0]]], dtype=bool)
     # 2*1/(2+2) = 0.5; two empty masks agree = 1; disjoint = 0
-    assert mask_dice(a, b).tolist() == [0.5, 1.0, 0.0]
+    assert dice_iou_per_image(a, b)[0].tolist() == [0.5, 1.0, 0.0]
 
 
 def test_torch_runtime_equals_the_inference_model(tiny):
