@@ -123,6 +123,8 @@ def eval_(
         table_rows.append(cells)
     for key, label, n_key in (
         ("dice_counterfactual", "Dice on counterfactual pairs", "n_counterfactual"),
+        ("pair_named_recall", "pairs: named-lesion recall (pixels)", "n_pairs"),
+        ("pair_leakage", "pairs: unnamed-lesion leakage (pixels)", "n_pairs"),
         ("leak_named_side_unnamed_level", "leakage: named lung, unnamed level", "n_unnamed_lesions_named_side"),
         ("leak_other_side", "leakage: other lung", "n_unnamed_lesions_other_side"),
     ):

@@ -58,6 +58,12 @@ def prepare(
     n_val: int = typer.Option(50, "--n-val", help="With --synthetic: validation images."),
     n_test: int = typer.Option(50, "--n-test", help="With --synthetic: test images (half in counterfactual pairs)."),
     seed: int = typer.Option(0, "--seed", help="With --synthetic: random seed."),
+    family: str = typer.Option("a", "--family",
+                               help="With --synthetic: phantom family, a (QaTa-template notes) or b (another grammar, "
+                                    "lesions across zone borders, varied lungs; every test image a counterfactual pair)."),
+    pair_share: float = typer.Option(0.5, "--pair-share",
+                                     help="With --synthetic --family a: share of test images in counterfactual pairs "
+                                          "(1 = a hard test split, every image a pair)."),
     quiet: bool = quiet_option(),
     config: Path | None = config_option(),
     set_: list[str] = set_option(),
@@ -75,7 +81,8 @@ def prepare(
     if synthetic:
         if src is not None:
             raise ConfigError("give either SRC or --synthetic, not both")
-        cfg = SyntheticConfig(n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed)
+        cfg = SyntheticConfig(n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed, family=family,
+                              pair_share=pair_share)
         with ProgressReporter() as bar:
             info = write_synthetic(out_dir, cfg, layout=synthetic_layout, overwrite=overwrite, workers=workers,
                                    progress=bar.stage_callback())

@@ -29,7 +29,7 @@ from .data_dir import MANIFEST_COLUMNS
 from .layouts import SPLITS
 from .preprocess import PreprocessPlan
 from .reference import read_reference_image, reference_pixels, reference_tensor
-from .transforms import Sample, TrainAugment
+from .transforms import Sample, TrainAugment, counterfactual
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,8 @@ class ManifestDataset(Dataset):
         sample = self.raw(index)
         if self.augment is not None:
             rng = np.random.default_rng((self.seed, int(self._epoch[0]), index))
+            if self.cfg.counterfactual > 0 and rng.random() < self.cfg.counterfactual:
+                sample = counterfactual(sample, rng)
             sample = self.augment(sample, rng)
         item: dict[str, Any] = {
             "image": torch.from_numpy(reference_tensor(sample.image) if self.reference

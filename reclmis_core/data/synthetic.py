@@ -41,9 +41,13 @@ from .note_text import LEVELS, SIDES, ZONE_CODES, format_note  # noqa: F401  (SI
 from .transforms import FLIP_ZONE  # noqa: F401  (re-exported: a left-right flip maps zone c to FLIP_ZONE[c])
 from .data_dir import check_out_dir, commit_staging_dir, make_staging_dir, write_dataset_json, write_manifest
 from .pool import ProgressFn, pool_map
+from .synthetic_b import generate_item_b, n_test_images_b
 
 log = logging.getLogger(__name__)
 
+
+
+FAMILIES = ("a", "b")
 
 
 @dataclass
@@ -56,7 +60,8 @@ class SyntheticConfig:
     size: int = 224  # (int) image side in pixels
     seed: int = 0  # (int) master seed
     distractor_share: float = 0.5  # (float) share of images with lesions in zones the note does not name
-    pair_share: float = 0.5  # (float) share of test images that belong to counterfactual pairs
+    pair_share: float = 0.5  # (float) share of test images that belong to counterfactual pairs (family a)
+    family: str = "a"  # (str) a: the QaTa-template phantoms | b: a second generator (other grammar, lesions, images; every test image a pair), see synthetic_b
 
 
 def zone_name(code: int) -> str:
@@ -186,6 +191,8 @@ def _related_zone(rng: np.random.Generator, named: list[int], free: list[int]) -
 
 def generate_item(cfg: SyntheticConfig, split: str, index: int) -> list[SyntheticItem]:
     """Image ``index`` of ``split``: one item, or two (a counterfactual pair) for paired test indices."""
+    if cfg.family == "b":
+        return generate_item_b(cfg, split, index)
     s = cfg.size
     rng = np.random.default_rng((cfg.seed, SPLITS.index(split), index))
     paired = split == "test" and index < _n_pair_images(cfg)
@@ -251,12 +258,14 @@ def generate_item(cfg: SyntheticConfig, split: str, index: int) -> list[Syntheti
 
 def _n_pair_images(cfg: SyntheticConfig) -> int:
     """How many test *indices* are pairs (each yields two items)."""
+    if cfg.family == "b":
+        return n_test_images_b(cfg.n_test)
     return int(round(cfg.n_test * cfg.pair_share / 2))
 
 
 def _indices(cfg: SyntheticConfig) -> list[tuple[str, int]]:
     """(split, index) jobs; pairs count double so the test split holds n_test items."""
-    n_test_idx = cfg.n_test - _n_pair_images(cfg)
+    n_test_idx = n_test_images_b(cfg.n_test) if cfg.family == "b" else cfg.n_test - _n_pair_images(cfg)
     return ([("train", i) for i in range(cfg.n_train)] + [("val", i) for i in range(cfg.n_val)]
             + [("test", i) for i in range(n_test_idx)])
 
@@ -290,7 +299,7 @@ def _write_job(job: tuple[dict[str, Any], str, str, tuple[str, int]]) -> list[di
             (root_p / rel["mask"]).write_bytes(encode_png(it.mask * np.uint8(255)))
             (root_p / rel["lesion_labels"]).write_bytes(encode_png(it.lesion_labels))
             rows.append({"id": it.id, "split": split, "note": it.note, "height": cfg.size, "width": cfg.size,
-                         "source": f"synthetic:seed={cfg.seed}:{split}:{index}", "pair": it.pair, **rel,
+                         "source": f"synthetic:{cfg.family}:seed={cfg.seed}:{split}:{index}", "pair": it.pair, **rel,
                          "_named": it.named, "_distractors": it.distractors})
     return rows
 
@@ -325,6 +334,10 @@ def write_synthetic(
         raise DataError("--n-train/--n-val/--n-test must be >= 0 and not all 0")
     if cfg.size < 32:
         raise DataError(f"--size must be >= 32 for synthetic data, got {cfg.size}")
+    if cfg.family not in FAMILIES:
+        raise DataError(f"--family must be one of {', '.join(FAMILIES)}, got '{cfg.family}'")
+    if not 0 <= cfg.pair_share <= 1:
+        raise DataError(f"--pair-share must be in [0, 1], got {cfg.pair_share}")
     out = Path(out)
     check_out_dir(out, overwrite)
     staging = make_staging_dir(out)

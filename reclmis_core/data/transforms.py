@@ -19,6 +19,7 @@ from PIL import Image, ImageFilter
 
 from ..config import DataConfig
 from ..errors import ConfigError
+from .note_text import ZONE_CODES, format_note
 
 _LR_RE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 _SWAP = {"left": "right", "right": "left"}
@@ -55,6 +56,27 @@ class Sample:
     mask: np.ndarray  # uint8 (H, W) in {0, 1}
     note: str
     lesion_labels: np.ndarray | None = None  # uint8 (H, W) zone codes
+
+
+def counterfactual(sample: Sample, rng: np.random.Generator) -> Sample:
+    """The same pixels with another note and its mask: a random non-empty subset of the lesions of the label map,
+    named in the ``plain`` style (``"upper left and lower right lung"``), and the mask of exactly those lesions.
+
+    What a counterfactual pair teaches (same image, two notes, two masks), drawn afresh at every epoch; samples
+    without a label map or with one lesion come back unchanged.
+
+    Example:
+        >>> s = counterfactual(Sample(img, mask, note, labels), np.random.default_rng(0))
+    """
+    if sample.lesion_labels is None:
+        return sample
+    codes = [int(c) for c in np.unique(sample.lesion_labels) if 0 < c <= len(ZONE_CODES)]
+    if len(codes) < 2:
+        return sample
+    k = int(rng.integers(1, len(codes) + 1))
+    chosen = sorted(int(c) for c in rng.choice(codes, size=k, replace=False))
+    return Sample(sample.image, np.isin(sample.lesion_labels, chosen).astype(np.uint8),
+                  format_note([[c] for c in chosen], "plain"), sample.lesion_labels)
 
 
 def hflip(sample: Sample) -> Sample:

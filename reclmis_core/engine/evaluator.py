@@ -25,7 +25,7 @@ from ..config import RunConfig
 from ..device import resolve_device
 from ..errors import ConfigError
 from ..metrics.dice import ScoreAccumulator
-from ..metrics.leakage import LeakageAccumulator
+from ..metrics.leakage import LeakageAccumulator, PairLeakageAccumulator
 from ..models.reclmis import RecLMIS
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,15 @@ class EvalResult:
     # Counterfactual pairs (manifest column `pair`: same pixels, two notes, two masks): mean Dice over them.
     dice_counterfactual: float | None = None
     n_counterfactual: int | None = None
+    # Selection on the pairs (no zone labels needed, see metrics/leakage.PairLeakageAccumulator): share of the
+    # pixels of the lesions a note does not name that its mask covers, and of those it names.
+    pair_leakage: float | None = None
+    pair_named_recall: float | None = None
+    n_pairs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        optional = ("leak_", "n_unnamed", "dice_counterfactual", "n_counterfactual")
+        optional = ("leak_", "n_unnamed", "dice_counterfactual", "n_counterfactual", "pair_", "n_pairs")
         return {k: v for k, v in out.items() if v is not None or not k.startswith(optional)}
 
 
@@ -176,6 +181,8 @@ def evaluate(
     rt = TorchRuntime(model, cfg, dev)  # the runtime predict uses: the same logits for the same pixels and notes
     scores = ScoreAccumulator()
     leakage = LeakageAccumulator() if ds.has_lesion_labels else None
+    pair_of = dict(zip(ds.ids, ds.frame["pair"])) if "pair" in ds.frame.columns else {}
+    pairs = PairLeakageAccumulator()
     rows: list[dict[str, Any]] = []
     done = 0
     for batch in loader:
@@ -191,6 +198,8 @@ def evaluate(
                    "fg_pred": scores.fg_pred[-k + j], "fg_true": scores.fg_true[-k + j]}
             if text_mode != "as-is":
                 row["original_note"] = original[rid]
+            if pair_of.get(rid):
+                pairs.update(pair_of[rid], pred[j], target[j])
             if leakage is not None:
                 leaks = leakage.update(pred[j], target[j], batch["lesion_labels"][j].numpy())
                 row["leaked_named_side"], row["leaked_other_side"] = leaks["same"][1], leaks["other"][1]
@@ -206,6 +215,10 @@ def evaluate(
         cf = [r["dice"] for r in rows if r["id"] in in_pair]
         if cf:
             result.dice_counterfactual, result.n_counterfactual = float(np.mean(cf)), len(cf)
+    paired = pairs.result()
+    if paired is not None:
+        result.pair_leakage, result.pair_named_recall = paired.pair_leakage, paired.pair_named_recall
+        result.n_pairs = paired.n_pairs
     if leakage is not None:
         leak = leakage.result()
         result.leak_named_side_unnamed_level = leak.leak_named_side_unnamed_level

@@ -60,3 +60,49 @@ class LeakageAccumulator:
             return k / n if n else float("nan")
 
         return LeakageScores(share("same"), share("other"), self.counts["same"][0], self.counts["other"][0])
+
+
+@dataclass
+class PairScores:
+    """Selection on counterfactual pairs (same pixels, two notes, two masks), pooled over pixels."""
+
+    pair_leakage: float  # share of the pixels of the lesions a note does NOT name that its mask covers
+    pair_named_recall: float  # share of the pixels of the lesions a note names that its mask covers
+    n_pairs: int
+
+
+class PairLeakageAccumulator:
+    """Leakage without zone labels, from counterfactual pairs alone.
+
+    For a pair (a, b) the lesions note a does not name are ``mask_b & ~mask_a``; its prediction leaks where it
+    covers them. Both directions of every complete pair count; pixel counts are pooled over the split. Items whose
+    pair is incomplete in the split are ignored.
+
+    Example:
+        >>> acc = PairLeakageAccumulator()
+        >>> acc.update("p1", pred_a, mask_a); acc.update("p1", pred_b, mask_b)
+        >>> acc.result().pair_leakage
+    """
+
+    def __init__(self) -> None:
+        self.items: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def update(self, pair: str, pred: np.ndarray, mask: np.ndarray) -> None:
+        self.items.setdefault(pair, []).append((np.asarray(pred, bool), np.asarray(mask, bool)))
+
+    def result(self) -> PairScores | None:
+        """Scores over the complete pairs, or None when there is none (or no pair names a lesion)."""
+        leaked = unnamed = covered = named = n = 0
+        for members in self.items.values():
+            if len(members) != 2:
+                continue
+            n += 1
+            for (pred, mask), (_, other) in (members, members[::-1]):
+                outside = other & ~mask
+                leaked += int((pred & outside).sum())
+                unnamed += int(outside.sum())
+                covered += int((pred & mask).sum())
+                named += int(mask.sum())
+        if not n or not unnamed or not named:
+            return None
+        return PairScores(leaked / unnamed, covered / named, n)

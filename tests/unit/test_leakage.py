@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from reclmis_core.metrics.leakage import LeakageAccumulator
 
@@ -42,3 +43,23 @@ def test_no_unnamed_lesions_is_nan():
     acc = LeakageAccumulator()
     acc.update(labels > 0, labels > 0, labels)
     assert math.isnan(acc.result().leak_other_side)
+
+
+def test_pair_leakage_hand_computed():
+    from reclmis_core.metrics.leakage import PairLeakageAccumulator
+
+    acc = PairLeakageAccumulator()
+    mask_a, mask_b = np.array([1, 1, 0, 0, 0, 0]), np.array([0, 0, 1, 1, 1, 0])
+    acc.update("p", np.array([1, 0, 1, 0, 0, 0]), mask_a)  # covers 1 of a's 2, leaks 1 of b's 3
+    acc.update("p", np.array([0, 0, 1, 1, 0, 1]), mask_b)  # covers 2 of b's 3, leaks 0 of a's 2
+    acc.update("lonely", np.ones(6), np.array([1, 0, 0, 0, 0, 0]))  # incomplete pair: ignored
+    res = acc.result()
+    assert res.n_pairs == 1
+    assert res.pair_leakage == pytest.approx(1 / 5)
+    assert res.pair_named_recall == pytest.approx(3 / 5)
+
+
+def test_pair_leakage_none_without_pairs():
+    from reclmis_core.metrics.leakage import PairLeakageAccumulator
+
+    assert PairLeakageAccumulator().result() is None

@@ -37,8 +37,10 @@ def estimate_lung_field(image8: np.ndarray) -> np.ndarray:
     The image is resized to 256 px (long side), smoothed (3x3 mean) and thresholded at Otsu's level. The dark
     mask is eroded by a disk of radius 5 (cutting thin necks between a lung and the air around the body);
     eroded regions touching the image border are dropped, those covering >= 1 % of the image are kept; every
-    dark pixel then joins its nearest eroded region, and the kept regions' holes are filled. Returns a bool array of the input's
-    size (all False when no lung is found).
+    dark pixel then joins its nearest eroded region, and the kept regions' holes are filled. The air around the
+    body may be darker than the lungs, so that Otsu's level falls between the two and a lung is lost: the same
+    steps run again with Otsu's level of the pixels inside the body (those not joined to the border-touching
+    dark air), and that field is taken when it holds more separate regions. Returns a bool array of the input's size (all False when no lung is found).
     """
     img = np.asarray(image8)
     if img.ndim == 3:
@@ -48,22 +50,39 @@ def estimate_lung_field(image8: np.ndarray) -> np.ndarray:
     small = resize_array(img, (max(8, round(h * scale)), max(8, round(w * scale))))
     smooth = ndimage.uniform_filter(small.astype(np.float32), size=3)
     dark = smooth < otsu_threshold(smooth.clip(0, 255).astype(np.uint8))
-    disk = _disk(_ERODE)
-    core = ndimage.binary_erosion(dark, structure=disk, border_value=1)
+    field_small, outside = _dark_regions(dark)
+    if outside.any() and (~outside).any():
+        body = smooth[~outside]
+        inner, _ = _dark_regions((smooth < otsu_threshold(body.clip(0, 255).astype(np.uint8))) & ~outside)
+        if _n_regions(inner) > _n_regions(field_small):
+            field_small = inner
+    if field_small.shape != (h, w):
+        return resize_array(field_small.astype(np.uint8), (h, w), nearest=True).astype(bool)
+    return field_small
+
+
+def _n_regions(field: np.ndarray) -> int:
+    return int(ndimage.label(field, structure=np.ones((3, 3)))[1])
+
+
+def _dark_regions(dark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lung field, outside air) of a dark mask: see :func:`estimate_lung_field`."""
+    core = ndimage.binary_erosion(dark, structure=_disk(_ERODE), border_value=1)
     lab, n = ndimage.label(core, structure=np.ones((3, 3)))
     if n == 0:
-        return np.zeros((h, w), dtype=bool)
+        return np.zeros(dark.shape, dtype=bool), np.zeros(dark.shape, dtype=bool)
     border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
     sizes = np.bincount(lab.ravel(), minlength=n + 1)
     keep = sizes >= _MIN_LUNG_SHARE * lab.size
     keep[border] = False
     keep[0] = False
+    outer = np.zeros(n + 1, dtype=bool)
+    outer[border] = True
+    outer[0] = False
     # every dark pixel joins its nearest eroded region, so a neck splits between the lung and the outside air
     _, (iy, ix) = ndimage.distance_transform_edt(lab == 0, return_indices=True)
-    field_small = ndimage.binary_fill_holes(dark & keep[lab[iy, ix]])
-    if field_small.shape != (h, w):
-        return resize_array(field_small.astype(np.uint8), (h, w), nearest=True).astype(bool)
-    return field_small
+    nearest = lab[iy, ix]
+    return ndimage.binary_fill_holes(dark & keep[nearest]), dark & outer[nearest]
 
 
 @dataclass

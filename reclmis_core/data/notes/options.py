@@ -23,7 +23,7 @@ class NotesOptions:
     style: str = "qata"  # (str) qata | mosmed | plain (see note_text)
     lungs: str = "auto"  # (str) auto (estimated from the image) | none (image frame) | a folder of lung masks
     min_area: float = 0.001  # (float) smallest infected area: pixels, or a share of the image when < 1
-    span_share: float = 0.3  # (float) an area also covers a zone holding at least this share of its pixels
+    span_share: float = 0.5  # (float) an area also covers a zone holding at least this share of its pixels (0.5: its main zone only, both on a tie)
     empty: str = "note"  # (str) images with an empty mask: note ("No pulmonary infection.") | skip
     volume_mode: str = "slice"  # (str) volumes: slice (one note per slice) | volume (one note per volume)
     window: str | None = None  # (str) CT window for the lung estimate (default: the lung window)

@@ -87,7 +87,7 @@ def min_area_pixels(min_area: float, shape: tuple[int, ...]) -> int:
     return max(1, int(round(min_area * shape[-1] * shape[-2])))
 
 
-def describe_areas(mask: np.ndarray, zones: np.ndarray, min_pixels: int, span_share: float = 0.3
+def describe_areas(mask: np.ndarray, zones: np.ndarray, min_pixels: int, span_share: float = 0.5
                    ) -> tuple[list[list[int]], int]:
     """Infected areas of a 2-D or 3-D mask given the zone code of every pixel.
 
