@@ -109,6 +109,7 @@ class DataConfig:
     hflip: bool = True  # (bool) left-right flip that also swaps left/right in the note
     rotate_deg: float = 20.0  # (float) max absolute rotation in degrees (never multiples of 90)
     counterfactual: float = 0.0  # (float) share of training samples whose note and mask are redrawn from the lesion label map (a random subset of its lesions, named in the plain style); needs a lesion_labels column
+    note_augment: float = 0.0  # (float) share of training samples whose note is reworded (level synonyms, digits/words, side-first order, filler-word dropout; see data/note_augment.py)
     mean: float = 0.0  # (float) intensity normalisation: (x/255 - mean) / std
     std: float = 1.0  # (float) see mean
     preprocessing: str = "reclmis"  # (str) reclmis: PIL reading/bilinear resize, gray or RGB, (x/255 - mean)/std | reference: the public code's cv2.imread (3 channels, BGR) + cv2.resize, x/255 (needs opencv: pip install 'reclmis[reference]')

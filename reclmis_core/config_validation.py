@@ -82,8 +82,10 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
     if not 0.0 <= m.interest_dropout < 1.0:
         raise ConfigError(f"model.interest_dropout must lie in [0, 1), got {m.interest_dropout}")
-    if not 0.0 <= cfg.data.counterfactual <= 1.0:
-        raise ConfigError(f"data.counterfactual must lie in [0, 1], got {cfg.data.counterfactual}")
+    for name in ("counterfactual", "note_augment"):
+        share = getattr(cfg.data, name)
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"data.{name} must lie in [0, 1], got {share}")
     if cfg.loss.dice_smooth < 0:
         raise ConfigError(f"loss.dice_smooth must be >= 0, got {cfg.loss.dice_smooth}")
     if t.scheduler in ("cosine-restarts", "exponential") and t.warmup_epochs:

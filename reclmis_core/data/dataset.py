@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .data_dir import MANIFEST_COLUMNS
 from .layouts import SPLITS
 from .preprocess import PreprocessPlan
 from .reference import read_reference_image, reference_pixels, reference_tensor
+from .note_augment import augment_note
 from .transforms import Sample, TrainAugment, counterfactual
 
 log = logging.getLogger(__name__)
@@ -234,6 +236,8 @@ class ManifestDataset(Dataset):
             rng = np.random.default_rng((self.seed, int(self._epoch[0]), index))
             if self.cfg.counterfactual > 0 and rng.random() < self.cfg.counterfactual:
                 sample = counterfactual(sample, rng)
+            if self.cfg.note_augment > 0 and rng.random() < self.cfg.note_augment:
+                sample = replace(sample, note=augment_note(sample.note, rng))
             sample = self.augment(sample, rng)
         item: dict[str, Any] = {
             "image": torch.from_numpy(reference_tensor(sample.image) if self.reference

@@ -37,6 +37,7 @@ from accelerate.utils import set_seed
 from torch import Tensor
 
 from ..config import RunConfig, config_to_dict, flatten, save_yaml
+from ..data.note_augment import lexicon_corpus
 from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
@@ -67,7 +68,8 @@ from .schedule import build_lr_schedule
 log = logging.getLogger(__name__)
 
 def resolve_text_length(model: RecLMIS, cfg: RunConfig, notes: list[str]) -> int:
-    """Tokens per note: ``cfg.model.text.max_length`` or, when 0, the longest training note (capped).
+    """Tokens per note: ``cfg.model.text.max_length`` or, when 0, the longest training note plus half of it
+    (room for longer notes at inference: reports worded otherwise than the training notes), capped by the tower.
 
     Sets ``model.max_length`` and returns the value; warns when notes will be cut.
     """
@@ -78,7 +80,7 @@ def resolve_text_length(model: RecLMIS, cfg: RunConfig, notes: list[str]) -> int
     longest = max(counts)
     want = cfg.model.text.max_length
     if want <= 0:
-        length = min(longest, tower.max_positions)
+        length = min(longest + longest // 2, tower.max_positions)
         if longest > tower.max_positions:
             log.warning("%d training notes are longer than the %s encoder's %d positions and will be cut",
                         sum(c > tower.max_positions for c in counts), cfg.model.text.encoder, tower.max_positions)
@@ -189,6 +191,8 @@ class Trainer:
                 raise DataError(f"{self.data_dir / 'manifest.csv'} has no '{split}' images; training needs train "
                                 "and val splits (re-run 'reclmis prepare')")
         train_notes = manifest.loc[manifest["split"] == "train", "note"].fillna("").astype(str).tolist()
+        if cfg.data.note_augment > 0:  # the words the augmentation writes join the tokenizer's corpus
+            train_notes += lexicon_corpus()
 
         # One process learns the tokenizer (scratch BPE); the others rebuild it from its state.
         text_state = None

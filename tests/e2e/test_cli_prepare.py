@@ -40,6 +40,16 @@ def test_synthetic_prepared_dir(tmp_path: Path) -> None:
     assert info["counts"] == {"train": 4, "val": 2, "test": 4} and info["synthetic"]["seed"] == 1
 
 
+def test_synthetic_family_b(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["prepare", "--synthetic", "--family", "b", "--out", str(tmp_path / "d"), "--n-train", "3",
+                            "--n-val", "1", "--n-test", "4", "--size", "96", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    assert info["synthetic"]["family"] == "b" and info["n_counterfactual_pairs"] == 2
+    r = runner.invoke(app, ["prepare", "--synthetic", "--family", "z", "--out", str(tmp_path / "e"), "--workers", "1"])
+    assert r.exit_code == 2 and "--family" in r.output and not (tmp_path / "e").exists()
+
+
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
     src = tmp_path / "qata"
     r = runner.invoke(app, ["prepare", "--synthetic", "--synthetic-layout", "qata", "--out", str(src),

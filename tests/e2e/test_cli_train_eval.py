@@ -109,6 +109,9 @@ def test_eval_json_and_known_dice(run_dir, data_dir, tmp_path):
     assert all(float(r["fg_pred"]) == 1.0 for r in rows)
     # leakage (synthetic data carries lesion_labels): foreground everywhere leaks every unnamed lesion
     assert doc["n_counterfactual"] > 0 and 0.0 <= doc["dice_counterfactual"] <= 1.0
+    # pair leakage needs no zone labels: a mask of everything covers every lesion of both notes
+    assert doc["n_pairs"] == doc["n_counterfactual"] // 2
+    assert doc["pair_leakage"] == 1.0 and doc["pair_named_recall"] == 1.0
     n_same, n_other = doc["n_unnamed_lesions_named_side"], doc["n_unnamed_lesions_other_side"]
     assert n_same + n_other > 0
     if n_same:

@@ -103,3 +103,21 @@ def test_counterfactual_sample_note_names_exactly_its_mask() -> None:
     one = Sample(sample.image, sample.mask, "original", (labels == 1).astype(np.uint8))
     assert counterfactual(one, np.random.default_rng(0)).note == "original"  # one lesion: nothing to choose
     assert ZONE_CODES[4] == ("left", "upper")
+
+
+def test_note_augment_keeps_the_zones() -> None:
+    from reclmis_core.data.note_augment import augment_note
+
+    note = "Bilateral pulmonary infection, two infected areas, upper middle left lung and lower right lung."
+    seen = set()
+    for seed in range(40):
+        out = augment_note(note, np.random.default_rng(seed))
+        seen.add(out)
+        canon = out
+        for level, words in (("upper", ("apical", "superior")), ("middle", ("mid", "central")),
+                             ("lower", ("basal", "inferior"))):
+            for w in words:
+                canon = re.sub(rf"\b{w}\b", level, canon, flags=re.I)
+        canon = re.sub(r"\b(left|right) ((?:(?:upper|middle|lower) )+)", r"\2\1 ", canon, flags=re.I)
+        assert parse_note(canon).zones == parse_note(note).zones, out
+    assert len(seen) > 10
