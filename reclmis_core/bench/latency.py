@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig
+from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError
 from ..export.samples import SAMPLE_NOTES, sample_images
 from ..metrics.dice import dice_iou_per_image
@@ -81,6 +82,7 @@ class Skip(Exception):
 class BenchContext:
     model: Any  # the training model (TorchRuntime takes its inference part)
     run_cfg: RunConfig
+    preprocessor: Preprocessor  # the model's: in the exports bench writes and in its torch runtimes
     device: torch.device
     tmp: Path  # scratch folder for the ONNX exports
     threads: int = 1
@@ -96,7 +98,7 @@ def _onnx_export(ctx: BenchContext, int8: bool) -> Path:
         inf = ctx.model.for_inference()
         cpu_inf = inf if ctx.device.type == "cpu" else copy.deepcopy(inf).cpu()
         try:  # the exporter checks its requirements (onnx, onnxruntime, onnxscript) first
-            export_model(cpu_inf, "onnx", ctx.tmp / "onnx", cfg=ctx.run_cfg)
+            export_model(cpu_inf, "onnx", ctx.tmp / "onnx", cfg=ctx.run_cfg, preprocessor=ctx.preprocessor)
         except ConfigError as exc:
             raise Skip(str(exc)) from None
         ctx.onnx_dir = ctx.tmp / "onnx"
@@ -105,7 +107,8 @@ def _onnx_export(ctx: BenchContext, int8: bool) -> Path:
     if ctx.int8_dir is None:
         from ..export.quantize import calibration_set, quantize_export
 
-        calib = calibration_set(ctx.run_cfg, ctx.calib, uses_text=ctx.model.seg.uses_text)
+        calib = calibration_set(ctx.run_cfg, ctx.calib, uses_text=ctx.model.seg.uses_text,
+                                preprocessor=ctx.preprocessor)
         try:
             quantize_export(ctx.onnx_dir, ctx.tmp / "onnx-int8", calib)
         except (ImportError, RuntimeError, ValueError) as exc:
@@ -133,7 +136,7 @@ def build_runtime(name: str, ctx: BenchContext) -> Runtime:
 
     try:
         return TorchRuntime(ctx.model, ctx.run_cfg, ctx.device, precision=spec.precision, fast=spec.fast,
-                            compile=spec.compile)
+                            compile=spec.compile, preprocessor=ctx.preprocessor)
     except ConfigError as exc:
         raise Skip(str(exc)) from None
 

@@ -39,22 +39,34 @@ CONFIG = "config.json"
 ONNX_SIDECAR = "reclmis_export.json"  # what an ONNX export folder holds instead (export.onnx.SIDECAR)
 
 
-def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: dict[str, Any] | None = None) -> None:
-    """Write weights and config into an existing (temporary) folder."""
+def write_checkpoint_document(folder: Path, state: dict[str, Any], cfg: RunConfig, *, max_length: int,
+                              excluded: bool, text_state: dict[str, Any], meta: dict[str, Any],
+                              weights_metadata: dict[str, str] | None = None) -> None:
+    """The one writer of a checkpoint folder's two files (checkpoints and ``export --format safetensors``):
+    ``state`` to ``model.safetensors`` and the ``config.json`` document. ``meta`` should hold
+    ``preprocessing`` (``Preprocessor.to_dict()``): predict, eval and export rebuild the preprocessor from it."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.checkpoint_state_dict().items()}
-    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "reclmis_format_version": str(FORMAT_VERSION)})
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "reclmis_format_version": str(FORMAT_VERSION),
+                                                     **(weights_metadata or {})})
     doc = {
         "format_version": FORMAT_VERSION,
         "model_class": MODEL_CLASS,
         "reclmis_version": __version__,
-        "max_length": model.max_length,
-        "excluded_weights": "text_encoder" if model.persistent_keys_excluded() else None,
-        "text_state": model.text_state(),
+        "max_length": max_length,
+        "excluded_weights": "text_encoder" if excluded else None,
+        "text_state": text_state,
         "config": config_to_dict(cfg),
-        "meta": meta or {},
+        "meta": meta,
     }
     (folder / CONFIG).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+
+
+def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: dict[str, Any] | None = None) -> None:
+    """Write weights and config into an existing (temporary) folder."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.checkpoint_state_dict().items()}
+    write_checkpoint_document(folder, state, cfg, max_length=model.max_length,
+                              excluded=bool(model.persistent_keys_excluded()), text_state=model.text_state(),
+                              meta=meta or {})
 
 
 def replace_folder(tmp: Path, dest: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import RunConfig
+from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError, DataError
 from ..metrics.dice import dice_iou_per_image
 from .onnx import SIDECAR
@@ -46,8 +47,9 @@ class Calibration:
 
 
 def calibration_set(cfg: RunConfig, data_dir: str | Path | None, n: int = DEFAULT_CALIB_IMAGES,
-                    uses_text: bool = True) -> Calibration:
-    """Up to ``n`` images (+ notes) of ``data_dir`` (train split first), evenly spread; phantoms without it."""
+                    uses_text: bool = True, preprocessor: Preprocessor | None = None) -> Calibration:
+    """Up to ``n`` images (+ notes) of ``data_dir`` (train split first), evenly spread, through ``preprocessor``
+    (the model's; default from ``cfg``, gray); phantoms without ``data_dir``."""
     if n < 1:
         raise ConfigError(f"--calib-images must be >= 1, got {n}")
     if data_dir is None:
@@ -66,7 +68,7 @@ def calibration_set(cfg: RunConfig, data_dir: str | Path | None, n: int = DEFAUL
     split = "train" if splits.get("train", 0) else next((s for s in ("val", "test") if splits.get(s, 0)), None)
     if split is None:
         raise DataError(f"--calib {data_dir}: the manifest lists no images")
-    ds = ManifestDataset(data_dir, split, cfg.model.image_size, cfg.model.in_channels, cfg.data)
+    ds = ManifestDataset(data_dir, split, data_cfg=cfg.data, preprocessor=preprocessor or Preprocessor.from_config(cfg))
     idx = np.unique(np.linspace(0, len(ds) - 1, num=min(n, len(ds))).round().astype(int))
     items = [ds[int(i)] for i in idx]
     images = np.stack([it["image"].numpy() for it in items]).astype(np.float32)

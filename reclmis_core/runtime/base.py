@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..data.preprocess import PreprocessPlan
+from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError
 
 
@@ -16,20 +16,20 @@ class Runtime:
 
     Attributes set by the implementations:
         name: ``torch`` or ``onnx``; ``description``: one line for reports.
-        plan: the preprocessing the model was trained with (``PreprocessPlan``).
-        preprocessing: ``reclmis`` or ``reference`` (the public code's, see ``reclmis_core.data.reference``).
+        preprocessor: the preprocessing the model was trained with (a ``Preprocessor``: ``reclmis`` or
+            ``reference``, the public code's); what turns a file into this runtime's input.
         threshold: the checkpoint's (or export's) ``infer.threshold``.
         uses_text: the model is text-guided; ``note_optional``: it was also trained without notes.
         tokenizer, max_length: the note tokenizer and its length (None / 0 for image-only models).
         device: where ``segment``'s inputs go (CPU for ONNX Runtime, whose provider picks the device).
         model_cfg: the model config (sizes the thread default) or None (an export carries none).
+        cfg: the checkpoint's run config, or None (an export carries none).
         explain: :meth:`segment` also returns W_poi / W_woi.
     """
 
     name = "runtime"
     description = ""
-    plan: PreprocessPlan
-    preprocessing = "reclmis"
+    preprocessor: Preprocessor
     threshold = 0.5
     uses_text = False
     note_optional = False
@@ -37,8 +37,19 @@ class Runtime:
     max_length = 0
     device = torch.device("cpu")
     model_cfg: Any = None
+    cfg: Any = None  # the checkpoint's RunConfig (TorchRuntime); None for an export, which carries none
     explain = False
     precision = "fp32"  # fp32 | bf16 | fp16 (torch autocast) | int8 (an int8 ONNX export)
+
+    @property
+    def plan(self) -> Preprocessor:
+        """The former name of :attr:`preprocessor`."""
+        return self.preprocessor
+
+    @property
+    def preprocessing(self) -> str:
+        """The preprocessor's kind: ``reclmis`` or ``reference``."""
+        return self.preprocessor.kind
 
     def tokenize(self, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Notes -> (input_ids, attention_mask), int64 (N, L)."""
