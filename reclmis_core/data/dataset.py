@@ -131,12 +131,10 @@ def _check_prepared_size(data_dir: Path, frame: pd.DataFrame, pre: Preprocessor)
                     "twice, unlike predict's; rerun 'reclmis prepare' (native size is the default now)", data_dir,
                     doc.get("size"), pre.image_size)
     if doc.get("native", True) or int(doc.get("size", 0)) == pre.image_size:
-        if pre.kind == "reference" and not doc.get("native", True):
-            resized = int(((frame["height"] != pre.image_size) | (frame["width"] != pre.image_size)).sum())
-            if resized:
-                log.warning("%d of %d images were not %d px in the source; prepare resized them (PIL), so their "
-                            "pixels are not exactly what the reference code reads from the originals",
-                            resized, len(frame), pre.image_size)
+        resized = int(((frame["height"] != pre.image_size) | (frame["width"] != pre.image_size)).sum())
+        note = None if doc.get("native", True) or not resized else pre.resized_source_note(resized, len(frame))
+        if note:
+            log.warning("%s", note)
         return
     raise DataError(
         f"{data_dir} was prepared at {doc.get('size')} px and the model takes {pre.image_size} px: its images "
@@ -213,7 +211,7 @@ class ManifestDataset(Dataset):
         self.preprocessor = preprocessor
         self.image_size = preprocessor.image_size
         self.in_channels = preprocessor.in_channels
-        self.colour = preprocessor.colour or preprocessor.kind == "reference"
+        self.colour = preprocessor.keeps_colour  # the cache holds (S, S, 3) images
         _check_prepared_size(self.data_dir, self.frame, preprocessor)
         self.augment = TrainAugment(self.cfg) if train else None
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()

@@ -120,8 +120,15 @@ class Preprocessor:
         """:meth:`to_dict` plus words on each step, for export sidecars (read by people and other runtimes)."""
         return {**self.to_dict(), **self.description}
 
-    def check_config(self, field: str = "data.preprocessing") -> None:
-        """ConfigError when this kind cannot feed a model with these numbers (reference: 3 channels, x / 255)."""
+    @property
+    def keeps_colour(self) -> bool:
+        """:meth:`to_model` returns (S, S, 3) (colour kept) rather than (S, S)."""
+        return self.colour and self.in_channels == 3
+
+    def resized_source_note(self, n_resized: int, n: int) -> str | None:
+        """A warning for data whose sources ``prepare --size`` resized (``n_resized`` of ``n``), or None when
+        that is no concern for this kind."""
+        return None
 
     # -- steps --------------------------------------------------------------------------------------
 
@@ -163,7 +170,7 @@ class Preprocessor:
         out = to_model_pixels(pixels, geom, nearest)
         if nearest:
             return out
-        if self.colour and self.in_channels == 3:
+        if self.keeps_colour:
             return np.ascontiguousarray(np.repeat(out[..., None], 3, axis=2)) if out.ndim == 2 else out
         return luminance(out) if out.ndim == 3 else out
 
@@ -193,12 +200,13 @@ class ReferencePreprocessor(Preprocessor):
     kind: ClassVar[str] = "reference"
     description: ClassVar[dict[str, str]] = SIDECAR_DESCRIPTION
 
-    def check_config(self, field: str = "data.preprocessing") -> None:
-        if self.in_channels != 3 or self.mean != 0.0 or self.std != 1.0:
-            raise ConfigError(
-                f"{field}=reference feeds 3-channel BGR images scaled by 1/255: it needs model.in_channels=3, "
-                f"data.mean=0 and data.std=1 (got {self.in_channels}, {self.mean}, {self.std})"
-            )
+    @property
+    def keeps_colour(self) -> bool:
+        return True  # always 3 channels, B, G, R
+
+    def resized_source_note(self, n_resized: int, n: int) -> str | None:
+        return (f"{n_resized} of {n} images were not {self.image_size} px in the source; prepare resized them "
+                "(PIL), so their pixels are not exactly what the reference code reads from the originals")
 
     def load(self, source: str | Path | np.ndarray, window: Any = None, allow_uneven_slices: bool = False
              ) -> tuple[np.ndarray, ImageMeta]:
