@@ -256,7 +256,7 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
         model.to(device)
         with tempfile.TemporaryDirectory(prefix="reclmis-bench-") as tmp:
             ctx = BenchContext(model, run_cfg, pre, device, Path(tmp), threads=torch.get_num_threads(),
-                               calib=cfg.data)
+                               calib=cfg.data, checkpoint=cfg.checkpoint or None)
             split = _load_split(cfg, run_cfg, pre) if cfg.data else None
             measure_latency(ctx, cfg, say, split, rows=report.latency)
         if split is not None:

@@ -23,7 +23,6 @@ for safetensors) against eager PyTorch on phantom chest images with different no
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -37,14 +36,22 @@ import torch
 from torch import Tensor
 
 from .. import __version__
+from ..artefacts import (
+    ARTEFACTS,
+    EXPORT_FORMATS,
+    ArtefactSpec,
+    read_checkpoint_config,
+    write_checkpoint_document,
+    write_sidecar,
+)
 from ..config import RunConfig, config_to_dict
 from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError
 from ..utils import drop_log_messages
-from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, _dims, export_onnx, onnx_initializer_params
+from .onnx import DEFAULT_OPSET, ExportError, _dims, export_onnx, onnx_initializer_params
 from .quantize import DEFAULT_CALIB_IMAGES, DEFAULT_MIN_DICE
 from .samples import SAMPLE_NOTES, sample_images
-from .verify import VerifyResult, verify_onnx, verify_safetensors, verify_torch_export
+from .verify import VerifyResult, verify_export, verify_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +80,24 @@ class ExportResult:
 
 @dataclass(frozen=True)
 class ExportFormat:
-    name: str
-    description: str
-    requires: tuple[str, ...]  # importable modules it needs
+    """An export format: the artefact kind it writes (``reclmis_core.artefacts.ARTEFACTS``: name, requirements,
+    the runtime that runs it) with its writer and verifier."""
+
+    artefact: ArtefactSpec
     writer: Callable[..., dict[str, Any]]
     verifier: Callable[..., VerifyResult]
+
+    @property
+    def name(self) -> str:
+        return self.artefact.name
+
+    @property
+    def description(self) -> str:
+        return self.artefact.description
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return self.artefact.requires
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,8 +130,6 @@ def _preprocessor(cfg: RunConfig, source: str | None) -> Preprocessor:
     """The checkpoint's preprocessor (in-memory models: from ``cfg``, gray)."""
     if source is None:
         return Preprocessor.from_config(cfg)
-    from ..engine.checkpoint import read_checkpoint_config
-
     return Preprocessor.from_checkpoint(cfg, read_checkpoint_config(source))
 
 
@@ -127,7 +145,7 @@ def _numel(module: torch.nn.Module | None) -> int:
 def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, pre: Preprocessor, body: dict[str, Any]
              ) -> dict[str, Any]:
     return {
-        "format": "reclmis-onnx" if fmt == "onnx" else "reclmis-torch-export",
+        "format": ARTEFACTS.get(fmt).sidecar_format,
         "format_version": 1,
         "reclmis_version": __version__,
         "torch_version": torch.__version__,
@@ -152,7 +170,7 @@ def _write_onnx(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opse
                 ) -> dict[str, Any]:
     body = export_onnx(inf, folder, sample_images(cfg, 2, seed=1), SAMPLE_NOTES[:2], opset)
     doc = _sidecar("onnx", inf, cfg, source, pre, body)
-    (folder / SIDECAR).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    write_sidecar(folder, doc)
     names = {n for n, _ in inf.seg.named_parameters()}
     count, _ = onnx_initializer_params(folder / body["graphs"]["segmentation"]["file"], names)
     if inf.text_encoder is not None:
@@ -209,7 +227,7 @@ def _write_torch_export(inf: Any, cfg: RunConfig, folder: Path, source: str | No
                               "dynamic_axes": {n: ({"0": "batch"} if n == "image" else {"0": "batch", "1": "text_len"})
                                                for n in seg_inputs}}
     doc = _sidecar("torch-export", inf, cfg, source, pre, {"graphs": graphs, "text": text, "opset": None})
-    (folder / SIDECAR).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    write_sidecar(folder, doc)
     return {"params_exported": count, "opset": None, "exporters": {k: "torch.export" for k in graphs}}
 
 
@@ -217,7 +235,6 @@ def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | Non
                        ) -> dict[str, Any]:
     import dataclasses
 
-    from ..engine.checkpoint import write_checkpoint_document
 
     # The same checkpoint layout with the training-only branches switched off: build_model() then builds exactly
     # the inference modules, so load_checkpoint() reads this folder and strict key checks still hold.
@@ -233,7 +250,7 @@ def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | Non
         state = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
     meta = {"export": "inference weights only (no CVR/CLR/W heads)", "source_checkpoint": source,
             "preprocessing": pre.to_dict()}
-    write_checkpoint_document(folder, state, run_cfg, max_length=inf.max_length, excluded=excluded,
+    write_checkpoint_document(folder, state, config_to_dict(run_cfg), max_length=inf.max_length, excluded=excluded,
                               text_state={} if tower is None else tower.extra_state(), meta=meta,
                               weights_metadata={"reclmis_export": "inference"})
     params = {n for n, _ in inf.named_parameters()}
@@ -243,17 +260,15 @@ def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | Non
     return {"params_exported": count, "opset": None, "exporters": {"model": "safetensors"}}
 
 
-FORMATS: dict[str, ExportFormat] = {
-    f.name: f
-    for f in (
-        ExportFormat("onnx", "ONNX graphs (segmentation + text encoder) + sidecar JSON; run with ONNX Runtime",
-                     ("onnx", "onnxruntime", "onnxscript"), _write_onnx, verify_onnx),
-        ExportFormat("torch-export", "torch.export programs (.pt2, dynamic batch and note length) + sidecar JSON",
-                     (), _write_torch_export, verify_torch_export),
-        ExportFormat("safetensors", "inference weights (model.safetensors) + config.json, loadable as a checkpoint",
-                     (), _write_safetensors, verify_safetensors),
-    )
+_WRITERS = {
+    "onnx": (_write_onnx, verify_export),
+    "torch-export": (_write_torch_export, verify_export),
+    "safetensors": (_write_safetensors, verify_safetensors),
 }
+#: Every artefact kind that export writes (``ARTEFACTS`` rows with ``exported``), with its writer and verifier;
+#: each has a runtime, so whatever is exported can be predicted, evaluated and benchmarked.
+FORMATS: dict[str, ExportFormat] = {name: ExportFormat(ARTEFACTS.get(name), *_WRITERS[name])
+                                    for name in EXPORT_FORMATS}
 
 
 def _check_requirements(fmt: ExportFormat) -> None:

@@ -16,7 +16,6 @@ model's own preprocessing, with their notes); without one, phantom images and sa
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -25,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from ..artefacts import SIDECAR, read_sidecar, write_sidecar
 from ..config import RunConfig
 from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError, DataError
 from ..metrics.dice import dice_iou_per_image
-from .onnx import SIDECAR
 from .runtime import _sigmoid
 
 log = logging.getLogger(__name__)
@@ -130,7 +129,7 @@ def quantize_export(src: str | Path, dst: str | Path, calib: Calibration) -> dic
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .runtime import OnnxSegmenter, read_sidecar
+    from .runtime import OnnxSegmenter
 
     src, dst = Path(src), Path(dst)
     sidecar = read_sidecar(src)
@@ -169,12 +168,12 @@ def quantize_export(src: str | Path, dst: str | Path, calib: Calibration) -> dic
     sidecar["graphs"] = dict(sidecar["graphs"])
     sidecar["graphs"]["segmentation"] = {**sidecar["graphs"]["segmentation"], "file": INT8_FILE}
     sidecar["quantization"] = section
-    (dst / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+    write_sidecar(dst, sidecar)
     int8 = OnnxSegmenter(dst, providers=["CPUExecutionProvider"])
     p32, p8 = _probs(fp32, feeds), _probs(int8, feeds)
     thr = float(sidecar["postprocessing"]["threshold"])
     dice, _ = dice_iou_per_image(p32 > thr, p8 > thr)  # two empty masks agree (1.0)
     section.update(mask_dice_vs_fp32=round(float(dice.mean()), 5), min_mask_dice_vs_fp32=round(float(dice.min()), 5),
                    max_prob_diff_vs_fp32=round(float(np.abs(p32 - p8).max()), 5), threshold=thr)
-    (dst / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+    write_sidecar(dst, sidecar)
     return section

@@ -30,7 +30,6 @@ the preprocessor's ``load`` / ``geometry`` / ``to_model`` / ``restore``, as recl
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,30 +37,13 @@ from typing import Any
 
 import numpy as np
 
+from ..artefacts import read_sidecar
 from ..data.preprocessor import Preprocessor
 from ..errors import CheckpointError
-from ..models.text import build_tokenizer
-from .onnx import SEG_FILE, SIDECAR, TEXT_FILE
+from ..models.text import ExportedTokenizer, build_tokenizer
+from .onnx import SEG_FILE, TEXT_FILE
 
 log = logging.getLogger(__name__)
-
-
-def read_sidecar(folder: str | Path) -> dict[str, Any]:
-    """Read ``reclmis_export.json`` of an export folder (CheckpointError if absent or invalid)."""
-    folder = Path(folder)
-    path = folder / SIDECAR
-    if not path.is_file():
-        raise CheckpointError(
-            f"{folder} is not a reclmis ONNX export: {SIDECAR} is missing (create one with "
-            "`reclmis export --format onnx --out FOLDER`)"
-        )
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if doc.get("format") not in ("reclmis-onnx", "reclmis-torch-export"):
-        raise CheckpointError(f"{path} does not describe a reclmis export")
-    return doc
 
 
 def _session(path: Path, providers: Sequence[str] | None, threads: int | None) -> Any:
@@ -106,18 +88,15 @@ class OnnxSegmenter:
         text = self.sidecar.get("text")
         self.uses_text = text is not None
         self._text = None
-        self.tokenizer = None
-        self.max_length = 0
-        self.pad_to_max, self.eof_fill = False, 0
+        self.notes: ExportedTokenizer | None = None
         if self.uses_text:
             text_path = self.folder / graphs["text_encoder"]["file"]
             if not text_path.is_file():
                 raise CheckpointError(f"{self.folder}: {TEXT_FILE} is missing")
             self._text = _session(text_path, providers, threads)
-            self.max_length = int(text["max_length"])
-            self.pad_to_max = bool(text.get("pad_to_max", False))
-            self.eof_fill = int(text.get("eof_fill", 0))
-            self.tokenizer = build_tokenizer(text["tokenizer"], self.folder, self.max_length)
+            self.notes = ExportedTokenizer.from_sidecar(text, self.folder)
+        self.tokenizer = None if self.notes is None else self.notes.tokenizer
+        self.max_length = 0 if self.notes is None else self.notes.max_length
         self.preprocessor = Preprocessor.from_dict(self.sidecar["preprocessing"])
         self.image_size = self.preprocessor.image_size
         self.in_channels = self.preprocessor.in_channels
@@ -162,11 +141,9 @@ class OnnxSegmenter:
 
     def tokenize(self, notes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Notes -> (input_ids, attention_mask), int64 (N, L), padded to the longest note."""
-        if not self.uses_text:
+        if self.notes is None:
             raise ValueError("this export is image-only; it takes no notes")
-        from ..data.reference import fill_note
-
-        batch = self.tokenizer([fill_note(n, self.eof_fill) for n in notes], self.max_length, self.pad_to_max)
+        batch = self.notes(notes)
         return batch.input_ids.numpy().astype(np.int64), batch.attention_mask.numpy().astype(np.int64)
 
     def encode_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

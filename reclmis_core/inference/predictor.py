@@ -93,7 +93,8 @@ class Predictor:
     """Batched, note-cached inference at each input's own geometry.
 
     Args:
-        runtime: a :class:`~reclmis_core.runtime.base.Runtime` (or use :meth:`from_checkpoint` / :meth:`from_onnx`).
+        runtime: a :class:`~reclmis_core.runtime.base.Runtime` (or use :meth:`open`, :meth:`from_checkpoint`,
+            :meth:`from_onnx`).
         batch_size: 2-D images / slices per forward pass.
         note_cache: encode each distinct note once (keyed by its text); off re-encodes per batch.
         window: intensity window for DICOM/NIfTI (preset name, ``"C,W"`` or a pair); None = the file's own
@@ -121,14 +122,23 @@ class Predictor:
         self.stats = PredictStats()
 
     @classmethod
+    def open(cls, path: str | Path, device: str = "cpu", *, backend: str | None = None, precision: str = "fp32",
+             explain: bool = False, threads: int | None = None, **kwargs: Any) -> Predictor:
+        """Any artefact folder through :func:`~reclmis_core.runtime.open_runtime`: a checkpoint or safetensors
+        export (torch; ``precision`` fp32 | bf16 | fp16), an ONNX export (fp32 or int8, as written) or a
+        torch.export export. ``backend`` (torch | onnx | torch-export) makes a folder of another kind an error."""
+        from ..runtime.base import open_runtime
+
+        rt = open_runtime(path, device, precision, threads, explain, backend=backend)
+        if rt.cfg is not None:
+            kwargs.setdefault("batch_size", rt.cfg.infer.batch_size)
+        return cls(rt, source=str(path), **kwargs)
+
+    @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", explain: bool = False, precision: str = "fp32",
                         **kwargs: Any) -> Predictor:
         """Load a checkpoint folder (``model.safetensors`` + ``config.json``); ``precision`` fp32 | bf16 | fp16."""
-        from ..runtime.torch_runtime import TorchRuntime
-
-        rt = TorchRuntime.from_checkpoint(path, device, precision=precision, explain=explain)
-        kwargs.setdefault("batch_size", rt.cfg.infer.batch_size)
-        return cls(rt, source=str(path), **kwargs)
+        return cls.open(path, device, backend="torch", precision=precision, explain=explain, **kwargs)
 
     @classmethod
     def from_model(cls, model: Any, cfg: Any, device: str = "cpu", explain: bool = False, colour: bool = False,
@@ -143,9 +153,7 @@ class Predictor:
     def from_onnx(cls, folder: str | Path, device: str = "cpu", threads: int | None = None, **kwargs: Any
                   ) -> Predictor:
         """Use exported ONNX graphs (``reclmis export --format onnx [--int8]``) through ONNX Runtime on ``device``."""
-        from ..runtime.onnx_runtime import OnnxRuntime
-
-        return cls(OnnxRuntime(Path(folder), device, threads), source=str(folder), **kwargs)
+        return cls.open(folder, device, backend="onnx", threads=threads, **kwargs)
 
     # -- properties ---------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from .base import NoteTokenizer, TextTower, TokenBatch
 from .registry import (
     NO_TEXT,
     TEXT_ENCODERS,
+    ExportedTokenizer,
     build_text_tower,
     build_tokenizer,
     check_text_config,
@@ -15,7 +16,7 @@ from .registry import (
 )
 
 __all__ = [
-    "NO_TEXT", "NoteTokenizer", "TEXT_ENCODERS", "TextTower", "TokenBatch", "build_text_tower", "build_tokenizer",
+    "NO_TEXT", "ExportedTokenizer", "NoteTokenizer", "TEXT_ENCODERS", "TextTower", "TokenBatch", "build_text_tower", "build_tokenizer",
     "check_text_config", "list_text_encoders", "register_text_encoder", "text_config_keys", "text_encoder_class",
     "tokenizer_description",
 ]
