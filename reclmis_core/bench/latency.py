@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,10 +22,10 @@ from ..errors import ConfigError
 from ..export.samples import SAMPLE_NOTES, sample_images
 from ..metrics.dice import dice_iou_per_image
 from ..runtime.backends import backend_spec
-from ..runtime.base import Runtime, open_runtime
+from ..runtime.base import Runtime
+from ..runtime.open import open_runtime
+from .bench_config import BenchConfig
 
-if TYPE_CHECKING:
-    from .benchmark import BenchConfig
 
 log = logging.getLogger(__name__)
 

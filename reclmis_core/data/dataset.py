@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import DataConfig
+from ..config_schema import DataConfig
 from ..errors import DataError
 from .data_dir import MANIFEST_COLUMNS
 from .layouts import SPLITS

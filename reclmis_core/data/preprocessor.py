@@ -125,6 +125,9 @@ class Preprocessor:
         """:meth:`to_model` returns (S, S, 3) (colour kept) rather than (S, S)."""
         return self.colour and self.in_channels == 3
 
+    def check_config(self) -> None:
+        """ConfigError (naming the config fields) when this kind cannot feed a model with these numbers."""
+
     def resized_source_note(self, n_resized: int, n: int) -> str | None:
         """A warning for data whose sources ``prepare --size`` resized (``n_resized`` of ``n``), or None when
         that is no concern for this kind."""
@@ -203,6 +206,13 @@ class ReferencePreprocessor(Preprocessor):
     @property
     def keeps_colour(self) -> bool:
         return True  # always 3 channels, B, G, R
+
+    def check_config(self) -> None:
+        if self.in_channels != 3 or self.mean != 0.0 or self.std != 1.0:
+            raise ConfigError(
+                "data.preprocessing=reference feeds 3-channel BGR images scaled by 1/255: it needs model.in_channels=3, "
+                f"data.mean=0 and data.std=1 (got {self.in_channels}, {self.mean}, {self.std})"
+            )
 
     def resized_source_note(self, n_resized: int, n: int) -> str | None:
         return (f"{n_resized} of {n} images were not {self.image_size} px in the source; prepare resized them "

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..config import DataConfig
+from ..config_schema import DataConfig
 from ..errors import ConfigError
 
 _LR_RE = re.compile(r"\b(left|right)\b", re.IGNORECASE)

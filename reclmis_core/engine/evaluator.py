@@ -237,7 +237,7 @@ def evaluate_checkpoint(
 ) -> tuple[EvalResult, list[dict[str, Any]]]:
     """Open a checkpoint folder or an export (:func:`~reclmis_core.runtime.open_runtime`, with its stored
     preprocessor) and :func:`evaluate` it."""
-    from ..runtime.base import open_runtime
+    from ..runtime.open import open_runtime
 
     rt = open_runtime(checkpoint, device="auto" if device is None else str(device))
     return evaluate(rt, data_dir, split, text_mode, checkpoint=str(checkpoint), **kwargs)

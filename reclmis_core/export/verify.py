@@ -65,7 +65,7 @@ def _compare(inf: Any, cfg: RunConfig, run: Callable[[Tensor, list[str]], np.nda
 def verify_export(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
     """Open the written artefact with the runtime predict, eval and bench use (``open_runtime``, on the CPU) and
     compare its logits with eager PyTorch's."""
-    from ..runtime.base import open_runtime
+    from ..runtime.open import open_runtime
 
     rt = open_runtime(folder, "cpu")
 

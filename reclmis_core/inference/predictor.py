@@ -127,7 +127,7 @@ class Predictor:
         """Any artefact folder through :func:`~reclmis_core.runtime.open_runtime`: a checkpoint or safetensors
         export (torch; ``precision`` fp32 | bf16 | fp16), an ONNX export (fp32 or int8, as written) or a
         torch.export export. ``backend`` (torch | onnx | torch-export) makes a folder of another kind an error."""
-        from ..runtime.base import open_runtime
+        from ..runtime.open import open_runtime
 
         rt = open_runtime(path, device, precision, threads, explain, backend=backend)
         if rt.cfg is not None:

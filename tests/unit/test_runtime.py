@@ -19,7 +19,7 @@ from reclmis_core.export import SAMPLE_NOTES, ExportError, export_model, sample_
 from reclmis_core.metrics.dice import dice_iou_per_image
 from reclmis_core.models import build_model
 from reclmis_core.runtime.backends import BACKENDS, PREDICT_BACKENDS, backend_spec
-from reclmis_core.runtime.base import open_runtime
+from reclmis_core.runtime import open_runtime
 from reclmis_core.runtime.torch_runtime import TorchRuntime
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...config import TextConfig
+from ...config_schema import TextConfig
 from ...data.reference import fill_note
 from ...errors import CheckpointError, ConfigError
 from ...registry import Registry
@@ -162,10 +162,3 @@ class ExportedTokenizer:
     def __call__(self, notes: Sequence[str]) -> TokenBatch:
         """Notes -> token ids + attention mask (int64 (N, L), padded to the longest note or to max_length)."""
         return self.tokenizer([fill_note(n, self.eof_fill) for n in notes], self.max_length, self.pad_to_max)
-
-
-# The built-in towers register on import, in this order (one import per line, so that a sorter keeps it).
-from . import clip  # noqa: E402, F401, I001
-from . import minilm  # noqa: E402, F401, I001
-from . import scratch  # noqa: E402, F401, I001
-from . import hf  # noqa: E402, F401, I001
