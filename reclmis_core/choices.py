@@ -5,6 +5,7 @@ The modules that implement them import these tuples from here, so a name is defi
 
 from __future__ import annotations
 
+from .artefacts import RUNTIMES as BACKENDS  # noqa: F401  (predict's --backend: the runtimes of the artefact table)
+
 FORMATS = ("auto", "png", "nifti", "dicom-seg")  # predict's mask formats
-BACKENDS = ("torch", "onnx")  # predict's runtimes
 PRECISIONS = ("fp32", "bf16", "fp16")  # predict's --precision (torch backend)

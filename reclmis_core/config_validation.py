@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .data.preprocessor import PREPROCESSORS, Preprocessor
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .config import RunConfig
+    from .config_schema import RunConfig
 
 
 _CHOICES = {
@@ -17,7 +18,7 @@ _CHOICES = {
     "model.ci_attention": ("cross", "self"),
     "model.ci_order": ("paper", "reference"),
     "model.text_padding": ("masked", "raw"),
-    "data.preprocessing": ("reclmis", "reference"),
+    "data.preprocessing": PREPROCESSORS.names(),
     "model.recon_attention": ("cross", "self"),
     "model.condition_mode": ("reference", "literal"),
     "model.recon_target": ("paper", "reference"),
@@ -68,11 +69,7 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError("model.fusion=multiscale conditions the decoder on the note: it needs a text encoder")
     if m.recon_layers < 1:
         raise ConfigError(f"model.recon_layers must be >= 1, got {m.recon_layers}")
-    if cfg.data.preprocessing == "reference" and (m.in_channels != 3 or cfg.data.mean != 0.0 or cfg.data.std != 1.0):
-        raise ConfigError(
-            "data.preprocessing=reference feeds 3-channel BGR images scaled by 1/255: it needs model.in_channels=3, "
-            f"data.mean=0 and data.std=1 (got {m.in_channels}, {cfg.data.mean}, {cfg.data.std})"
-        )
+    Preprocessor.from_config(cfg).check_config()
     if m.text.eof_fill < 0:
         raise ConfigError(f"model.text.eof_fill must be >= 0, got {m.text.eof_fill}")
     t = cfg.train

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import deep_merge
+from .config_schema import deep_merge
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)

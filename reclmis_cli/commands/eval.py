@@ -60,8 +60,9 @@ def eval_(
     """Evaluate a checkpoint: per-image Dice/mIoU (LViT/RecLMIS protocol) and global Dice/IoU."""
     from reclmis_core.data.folders import check_data_dir
     from reclmis_core.device import apply_threads, resolve_device
-    from reclmis_core.engine.checkpoint import find_latest_checkpoint, load_checkpoint
+    from reclmis_core.engine.checkpoint import find_latest_checkpoint
     from reclmis_core.engine.evaluator import TEXT_MODES, evaluate
+    from reclmis_core.runtime import open_runtime
 
     quiet = quiet_mode(quiet)
     if out_dir is not None:
@@ -81,21 +82,22 @@ def eval_(
     if checkpoint is None:
         checkpoint = find_latest_checkpoint()
         log.info("using the newest checkpoint: %s", checkpoint)
-    model, cfg, _ = load_checkpoint(checkpoint)
-    apply_threads(threads, cfg.model)
+    rt = open_runtime(checkpoint, device=device)  # the checkpoint's (or export's) model and preprocessor
+    apply_threads(threads, rt.model_cfg)
+    cfg = rt.cfg
     if dataset:
-        data = resolve_dataset(dataset, image_size=cfg.model.image_size)
+        data = resolve_dataset(dataset, image_size=rt.preprocessor.image_size)
     if data is None:
-        if not cfg.data.root:
+        if cfg is None or not cfg.data.root:
             raise ConfigError(f"{checkpoint} does not record its data folder; pass --data DATA_DIR")
         data = check_data_dir(cfg.data.root, "the checkpoint's data folder")
         log.info("no --data given: using the checkpoint's training data folder %s", data)
-    kw = dict(checkpoint=str(checkpoint), seed=seed, batch_size=batch_size, threshold=threshold, device=device)
-    result, rows = evaluate(model, data, split, text, cfg, **kw)
+    kw = dict(checkpoint=str(checkpoint), seed=seed, batch_size=batch_size, threshold=threshold)
+    result, rows = evaluate(rt, data, split, text, cfg, **kw)
     doc = result.to_dict()
     baseline = None
     if text != "as-is" and compare and result.uses_text:
-        baseline, _ = evaluate(model, data, split, "as-is", cfg, **kw)
+        baseline, _ = evaluate(rt, data, split, "as-is", cfg, **kw)
         doc.update(dice_as_is=baseline.dice, miou_as_is=baseline.miou, dice_drop=baseline.dice - result.dice,
                    miou_drop=baseline.miou - result.miou)
     if json_out is not None:

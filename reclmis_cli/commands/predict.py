@@ -44,8 +44,9 @@ def predict(
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (mask over the image)."),
     save_prob: bool = typer.Option(False, "--save-prob", help="Also write the probability map (_prob.png / .npy)."),
     explain: bool = typer.Option(False, "--explain", help="Write W_poi heat map + W_woi word weights (Fig. 13)."),
-    backend: str = typer.Option("torch", "--backend", help=f"{' | '.join(BACKENDS)} (onnx: an export folder "
-                                "from 'reclmis export --format onnx [--int8]' as --checkpoint)."),
+    backend: str = typer.Option("torch", "--backend", help=f"{' | '.join(BACKENDS)} (onnx, torch-export: an "
+                                "export folder from 'reclmis export --format onnx [--int8] | torch-export' as "
+                                "--checkpoint)."),
     precision: str = typer.Option("fp32", "--precision", help=f"torch backend: {' | '.join(PRECISIONS)} (bf16 "
                                   "where the CPU/GPU has it, fp16 on CUDA only). An ONNX export runs at its own."),
     workers: int = typer.Option(2, "--workers", help="Threads that read and preprocess inputs ahead of the model "
@@ -87,12 +88,12 @@ def predict(
         fail(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
     if threshold is not None and not 0.0 < threshold < 1.0:
         fail(f"--threshold must lie in (0, 1), got {threshold}")
-    if backend == "onnx" and explain:
+    if backend != "torch" and explain:
         fail("--explain needs the full checkpoint (W_poi/W_woi come from training-only modules that are not in "
-             "the ONNX graphs); use --backend torch with --checkpoint CKPT")
+             "the exported graphs); use --backend torch with --checkpoint CKPT")
     if precision not in PRECISIONS:
         fail(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
-    if backend == "onnx" and precision != "fp32":
+    if backend != "torch" and precision != "fp32":
         fail(f"--precision {precision} is for --backend torch; an ONNX export runs at the precision it was exported "
              "with (reclmis export --format onnx --int8 for int8)")
     if workers < 0:
@@ -117,18 +118,17 @@ def predict(
               "workers": workers}
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
-    if backend == "onnx":
-        if checkpoint is None:
-            fail("--backend onnx needs --checkpoint EXPORT_DIR (the folder written by 'reclmis export --format onnx')")
-        predictor = Predictor.from_onnx(checkpoint, device=device, threads=threads or None, **kwargs)
-    else:
+    if checkpoint is None and backend != "torch":
+        fail(f"--backend {backend} needs --checkpoint EXPORT_DIR (the folder written by 'reclmis export --format "
+             f"{backend}')")
+    if checkpoint is None:
         from reclmis_core.engine.checkpoint import find_latest_checkpoint
 
-        ckpt = checkpoint if checkpoint is not None else find_latest_checkpoint()
-        if checkpoint is None:
-            log.info("using the newest checkpoint: %s", ckpt)
-        predictor = Predictor.from_checkpoint(ckpt, device=device, explain=explain, precision=precision, **kwargs)
-        apply_threads(threads, predictor.runtime.model_cfg)
+        checkpoint = find_latest_checkpoint()
+        log.info("using the newest checkpoint: %s", checkpoint)
+    predictor = Predictor.open(checkpoint, device=device, backend=backend, explain=explain, precision=precision,
+                               threads=threads or None, **kwargs)
+    apply_threads(threads, predictor.runtime.model_cfg)
     if predictor.uses_text and note is None and table is None and not predictor.note_optional:
         fail("this checkpoint is text-guided: give --note TEXT (one note for all) or --notes CSV (image,note)")
 

@@ -19,6 +19,9 @@ from ..options import config_option, configurable, quiet_option, set_option
 log = logging.getLogger(__name__)
 
 
+SYNTHETIC_DEFAULT_SIZE = 224
+
+
 def _summary_table(title: str, counts: dict[str, int], rows: list[tuple[str, str]]) -> None:
     table = [[split, str(counts.get(split, 0))] for split in ("train", "val", "test")]
     table.append(["[bold]total[/]", f"[bold]{sum(counts.values())}[/]"])
@@ -38,7 +41,8 @@ def prepare(
                                       show_default=False),
     out_dir: Path = typer.Option(..., "--out", "-o", help="DATA_DIR to create (manifest.csv, dataset.json, images)."),
     layout: str = typer.Option("auto", "--layout", help=f"auto | {' | '.join(LAYOUTS.names())}."),
-    size: int = typer.Option(224, "--size", help="Output side in pixels (images are resized to SIZE x SIZE)."),
+    size: int = typer.Option(0, "--size", help="0: keep each image's native size (the Dataset resizes once to the "
+                             "model's side); N: resize to N x N. With --synthetic: the side (0 = 224)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Drop rows with problems instead of failing."),
     window: str | None = typer.Option(None, "--window",
                                       help="CT window CENTER,WIDTH or lung|mediastinum|bone (default: lung)."),
@@ -81,6 +85,7 @@ def prepare(
     if synthetic:
         if src is not None:
             raise ConfigError("give either SRC or --synthetic, not both")
+        size = size or SYNTHETIC_DEFAULT_SIZE
         cfg = SyntheticConfig(n_train=n_train, n_val=n_val, n_test=n_test, size=size, seed=seed, family=family,
                               pair_share=pair_share)
         with ProgressReporter() as bar:
@@ -107,7 +112,8 @@ def prepare(
         _write_report(report_path, exc.report)
         raise
     _write_report(report_path, report)
-    rows = [("output", str(out_dir)), ("layout", report.layout), ("size", f"{report.size} px"),
+    rows = [("output", str(out_dir)), ("layout", report.layout),
+            ("size", f"{report.size} px" if report.size else "native"),
             ("split rule", report.split_rule), ("seconds", f"{report.seconds:.1f}")]
     if report.warnings:
         rows.append(("warnings", f"{len(report.warnings)} (see dataset.json)"))

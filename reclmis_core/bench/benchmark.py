@@ -36,12 +36,14 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig, build_config
+from ..data.preprocessor import Preprocessor
 from ..device import apply_threads, resolve_device
 from ..errors import ConfigError, DataError
 from ..utils import drop_log_messages
 from ..device import bf16_support, cpu_name
 from ..export.samples import SAMPLE_NOTES, sample_images
 from ..runtime.backends import BENCH_BACKENDS, QUICK_BACKENDS, TABLE_II_BACKENDS, backend_spec
+from .bench_config import BenchConfig
 from .counting import _m, _reconciliation, count_flops, count_params
 from .latency import BenchContext, LatencyRow, measure_latency, note_tokens, time_fn
 
@@ -55,25 +57,6 @@ CONVENTION = (
     "elementwise/norm/softmax not counted); FLOPs = 2 x MACs. The RecLMIS paper's '24.1 GFLOPs' is MACs "
     "(compare with GMACs); its LViT '54.1 GFLOPs' is 2 x MACs (compare with GFLOPs)."
 )
-
-@dataclass
-class BenchConfig:
-    preset: str | None = "paper"  # (str) preset to build when no checkpoint is given
-    checkpoint: str | None = None  # (str) checkpoint folder (wins over preset)
-    device: str = "auto"  # (str) auto | cpu | cuda | cuda:N (reclmis_core.device.resolve_device)
-    batch_sizes: tuple[int, ...] = (1,)  # (tuple) batch sizes for latency (Table II: 1,8)
-    backends: tuple[str, ...] = QUICK_BACKENDS  # (tuple) latency backends (Table II: DEFAULT_BACKENDS)
-    text_len: int = 18  # (int) tokens per note (incl. special tokens) for MACs and latency
-    runs: int = 10  # (int) timed runs per measurement (>= 20 for the report)
-    warmup: int = 2  # (int) untimed runs first
-    train_batch: int = 2  # (int) batch of the training-step throughput measurement; 0 = skip
-    train_steps: int = 3  # (int) timed training steps
-    latency: bool = True  # (bool) measure latency (False: counts only)
-    text_inside: bool = True  # (bool) also time with the text encoder inside the timed region
-    threads: int = 0  # (int) torch/ORT intra-op threads; 0 = reclmis_core.device.apply_threads's default
-    data: str | None = None  # (str) prepared DATA_DIR: also score each backend's Dice on its split
-    split: str = "test"  # (str) split scored with --data
-
 
 @dataclass
 class BenchReport:
@@ -125,13 +108,13 @@ _RANDOM_INIT = {name: ("RANDOMLY INITIALISED",)
                 for name in ("reclmis_core.models.text.clip", "reclmis_core.models.text")}
 
 
-def load_bench_model(cfg: BenchConfig) -> tuple[Any, RunConfig, str]:
-    """-> (training model in eval mode, run config, source description)."""
+def load_bench_model(cfg: BenchConfig) -> tuple[Any, RunConfig, Preprocessor, str]:
+    """-> (training model in eval mode, run config, its preprocessor, source description)."""
     if cfg.checkpoint:
         from ..engine.checkpoint import load_checkpoint
 
-        model, run_cfg, _ = load_checkpoint(cfg.checkpoint)
-        return model, run_cfg, f"checkpoint {cfg.checkpoint}"
+        model, run_cfg, doc = load_checkpoint(cfg.checkpoint)
+        return model, run_cfg, Preprocessor.from_checkpoint(run_cfg, doc), f"checkpoint {cfg.checkpoint}"
     from ..models import build_model
 
     run_cfg = build_config(cfg.preset or "paper")
@@ -139,7 +122,7 @@ def load_bench_model(cfg: BenchConfig) -> tuple[Any, RunConfig, str]:
     with drop_log_messages(_RANDOM_INIT):  # random weights are what bench wants; the report notes it
         model = build_model(run_cfg.model, corpus=corpus)
     init = "random init"
-    return model.eval(), run_cfg, f"preset {run_cfg.preset} ({init})"
+    return model.eval(), run_cfg, Preprocessor.from_config(run_cfg), f"preset {run_cfg.preset} ({init})"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,7 +178,7 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
     update = on_update or (lambda report: None)
 
     say("building the model")
-    model, run_cfg, source = load_bench_model(cfg)
+    model, run_cfg, pre, source = load_bench_model(cfg)
     apply_threads(cfg.threads or None, run_cfg.model)
     inf = model.for_inference()
     size = run_cfg.model.image_size
@@ -254,8 +237,9 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
         report.load_average.append(_load())
         model.to(device)
         with tempfile.TemporaryDirectory(prefix="reclmis-bench-") as tmp:
-            ctx = BenchContext(model, run_cfg, device, Path(tmp), threads=torch.get_num_threads(), calib=cfg.data)
-            split = _load_split(cfg, run_cfg) if cfg.data else None
+            ctx = BenchContext(model, run_cfg, pre, device, Path(tmp), threads=torch.get_num_threads(),
+                               calib=cfg.data, checkpoint=cfg.checkpoint or None)
+            split = _load_split(cfg, run_cfg, pre) if cfg.data else None
             measure_latency(ctx, cfg, say, split, rows=report.latency)
         if split is not None:
             report.data = f"{cfg.data} ({cfg.split}, {len(split[2])} images)"
@@ -297,11 +281,11 @@ def _check_split(cfg: BenchConfig) -> None:
         raise DataError(f"--data {cfg.data} has no '{cfg.split}' images; pick another --split (train, val, test)")
 
 
-def _load_split(cfg: BenchConfig, run_cfg: RunConfig) -> tuple[Tensor, np.ndarray, list[str]]:
-    """(images normalised, masks bool (N,H,W), notes) of ``cfg.split`` of ``cfg.data``."""
+def _load_split(cfg: BenchConfig, run_cfg: RunConfig, pre: Preprocessor) -> tuple[Tensor, np.ndarray, list[str]]:
+    """(images through the model's preprocessor, masks bool (N,H,W), notes) of ``cfg.split`` of ``cfg.data``."""
     from ..data.dataset import ManifestDataset
 
-    ds = ManifestDataset(cfg.data, cfg.split, run_cfg.model.image_size, run_cfg.model.in_channels, run_cfg.data)
+    ds = ManifestDataset(cfg.data, cfg.split, data_cfg=run_cfg.data, preprocessor=pre)
     items = [ds[i] for i in range(len(ds))]
     images = torch.stack([it["image"] for it in items])
     masks = torch.stack([it["mask"] for it in items]).squeeze(1).numpy() > 0.5

@@ -8,23 +8,24 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import RunConfig
+from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError
 from ..export.samples import SAMPLE_NOTES, sample_images
 from ..metrics.dice import dice_iou_per_image
 from ..runtime.backends import backend_spec
 from ..runtime.base import Runtime
+from ..runtime.open import open_runtime
+from .bench_config import BenchConfig
 
-if TYPE_CHECKING:
-    from .benchmark import BenchConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,59 +82,65 @@ class Skip(Exception):
 class BenchContext:
     model: Any  # the training model (TorchRuntime takes its inference part)
     run_cfg: RunConfig
+    preprocessor: Preprocessor  # the model's: in the exports bench writes and in its torch runtimes
     device: torch.device
-    tmp: Path  # scratch folder for the ONNX exports
+    tmp: Path  # scratch folder for the exports bench writes
     threads: int = 1
     calib: str | None = None  # prepared DATA_DIR for int8 calibration (bench --data), else phantoms
-    onnx_dir: Path | None = None
-    int8_dir: Path | None = None
+    checkpoint: str | None = None  # the checkpoint folder (bench --checkpoint): torch backends open it
+    exports: dict[str, Path] = field(default_factory=dict)  # artefact kind (onnx, onnx-int8, torch-export) -> folder
 
 
-def _onnx_export(ctx: BenchContext, int8: bool) -> Path:
+def _export(ctx: BenchContext, fmt: str) -> Path:
+    """The model exported as artefact ``fmt`` (once per bench run) into the scratch folder."""
     from ..export import export_model
 
-    if ctx.onnx_dir is None:
+    if fmt not in ctx.exports:
         inf = ctx.model.for_inference()
         cpu_inf = inf if ctx.device.type == "cpu" else copy.deepcopy(inf).cpu()
         try:  # the exporter checks its requirements (onnx, onnxruntime, onnxscript) first
-            export_model(cpu_inf, "onnx", ctx.tmp / "onnx", cfg=ctx.run_cfg)
+            export_model(cpu_inf, fmt, ctx.tmp / fmt, cfg=ctx.run_cfg, preprocessor=ctx.preprocessor)
         except ConfigError as exc:
             raise Skip(str(exc)) from None
-        ctx.onnx_dir = ctx.tmp / "onnx"
-    if not int8:
-        return ctx.onnx_dir
-    if ctx.int8_dir is None:
+        ctx.exports[fmt] = ctx.tmp / fmt
+    return ctx.exports[fmt]
+
+
+def _int8_export(ctx: BenchContext) -> Path:
+    if "onnx-int8" not in ctx.exports:
         from ..export.quantize import calibration_set, quantize_export
 
-        calib = calibration_set(ctx.run_cfg, ctx.calib, uses_text=ctx.model.seg.uses_text)
+        fp32 = _export(ctx, "onnx")
+        calib = calibration_set(ctx.run_cfg, ctx.calib, uses_text=ctx.model.seg.uses_text,
+                                preprocessor=ctx.preprocessor)
         try:
-            quantize_export(ctx.onnx_dir, ctx.tmp / "onnx-int8", calib)
+            quantize_export(fp32, ctx.tmp / "onnx-int8", calib)
         except (ImportError, RuntimeError, ValueError) as exc:
             raise Skip(f"quantization failed: {exc}") from None
-        ctx.int8_dir = ctx.tmp / "onnx-int8"
-    return ctx.int8_dir
+        ctx.exports["onnx-int8"] = ctx.tmp / "onnx-int8"
+    return ctx.exports["onnx-int8"]
 
 
 def build_runtime(name: str, ctx: BenchContext) -> Runtime:
-    """The runtime the backend table names (Skip when this machine cannot run it)."""
+    """The runtime the backend table names (Skip when this machine cannot run it): an artefact opened with
+    ``open_runtime`` (the checkpoint, or the export bench writes of the model); a preset-only model, which has no
+    folder, runs in memory."""
     spec = backend_spec(name)
     if spec.cuda_only and ctx.device.type != "cuda":
         raise Skip(f"{spec.precision} runs on CUDA only")
-    if spec.runtime == "onnx":
-        from ..runtime.onnx_runtime import OnnxRuntime
-
-        if spec.precision == "int8" and ctx.device.type != "cpu":
-            raise Skip("int8 QDQ is measured on CPU only")
-        folder = _onnx_export(ctx, int8=spec.precision == "int8")
-        try:
-            return OnnxRuntime(folder, str(ctx.device), ctx.threads)
-        except ConfigError as exc:
-            raise Skip(str(exc)) from None
-    from ..runtime.torch_runtime import TorchRuntime
-
+    if spec.precision == "int8" and ctx.device.type != "cpu":
+        raise Skip("int8 QDQ is measured on CPU only")
     try:
+        if spec.runtime != "torch":
+            folder = _int8_export(ctx) if spec.precision == "int8" else _export(ctx, spec.runtime)
+            return open_runtime(folder, str(ctx.device), threads=ctx.threads, backend=spec.runtime)
+        if ctx.checkpoint is not None:
+            return open_runtime(ctx.checkpoint, str(ctx.device), spec.precision, backend="torch", fast=spec.fast,
+                                compile=spec.compile)
+        from ..runtime.torch_runtime import TorchRuntime
+
         return TorchRuntime(ctx.model, ctx.run_cfg, ctx.device, precision=spec.precision, fast=spec.fast,
-                            compile=spec.compile)
+                            compile=spec.compile, preprocessor=ctx.preprocessor)
     except ConfigError as exc:
         raise Skip(str(exc)) from None
 

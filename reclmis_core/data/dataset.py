@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
@@ -24,13 +25,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import DataConfig
+from ..config_schema import DataConfig
 from ..errors import DataError
 from .data_dir import MANIFEST_COLUMNS
 from .layouts import SPLITS
-from .preprocess import PreprocessPlan
-from .reference import read_reference_image, reference_pixels, reference_tensor
 from .note_augment import augment_note
+from .preprocessor import Preprocessor
 from .transforms import Sample, TrainAugment, counterfactual
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,44 @@ def _load_png(path: str, size: int, nearest: bool, channels: int) -> np.ndarray:
         raise DataError(f"{path}: unreadable image listed in manifest.csv ({exc})") from None
 
 
+def _model_image(pre: Preprocessor, path: str) -> np.ndarray:
+    """A manifest image as the model sees it: read and brought to the model side by the preprocessor."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file listed in manifest.csv not found; rerun 'reclmis prepare'")
+    try:
+        pixels, meta = pre.load(path)
+    except DataError as exc:
+        raise DataError(f"unreadable image listed in manifest.csv: {exc}") from None
+    return pre.to_model(pixels[0], pre.geometry(pixels.shape[1:3], meta))
+
+
+def _check_prepared_size(data_dir: Path, frame: pd.DataFrame, pre: Preprocessor) -> None:
+    """Refuse pixels that ``prepare --size N`` already resized to another side than the model's: resizing them
+    again would feed training other pixels than predict feeds for the same file (two resizes against one)."""
+    path = data_dir / "dataset.json"
+    if not path.is_file():
+        return
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable ({exc}); rerun 'reclmis prepare'") from None
+    if "native" not in doc and doc.get("layout") != "synthetic" and int(doc.get("size", 0)) != pre.image_size:
+        log.warning("%s was prepared at %s px by an older reclmis and the model takes %d px: its images are resized "
+                    "twice, unlike predict's; rerun 'reclmis prepare' (native size is the default now)", data_dir,
+                    doc.get("size"), pre.image_size)
+    if doc.get("native", True) or int(doc.get("size", 0)) == pre.image_size:
+        resized = int(((frame["height"] != pre.image_size) | (frame["width"] != pre.image_size)).sum())
+        note = None if doc.get("native", True) or not resized else pre.resized_source_note(resized, len(frame))
+        if note:
+            log.warning("%s", note)
+        return
+    raise DataError(
+        f"{data_dir} was prepared at {doc.get('size')} px and the model takes {pre.image_size} px: its images "
+        f"would be resized twice, unlike predict's; rerun 'reclmis prepare' with --size 0 (native, the default) "
+        f"or --size {pre.image_size}"
+    )
+
+
 def _is_rgb(path: str) -> bool:
     try:
         with Image.open(path) as img:
@@ -118,38 +156,41 @@ def _is_rgb(path: str) -> bool:
 class ManifestDataset(Dataset):
     """One split of a prepared DATA_DIR.
 
-    Items are dicts: ``image`` FloatTensor[C, H, W] normalised by :attr:`plan` (``(x / 255 - mean) / std``), ``mask``
-    FloatTensor[1, H, W] in {0, 1}, ``note`` str, ``id`` str, and ``lesion_labels`` LongTensor[H, W] when the
-    manifest has that column (zone codes, see :mod:`.synthetic`; zeros for rows without a map).
+    Items are dicts: ``image`` FloatTensor[C, S, S] as :attr:`preprocessor` makes it, ``mask`` FloatTensor[1, S, S]
+    in {0, 1}, ``note`` str, ``id`` str, and ``lesion_labels`` LongTensor[S, S] when the manifest has that column
+    (zone codes, see :mod:`.synthetic`; zeros for rows without a map).
+
+    Each image is read and brought to the model side by the :class:`~.preprocessor.Preprocessor` (one resize
+    from the prepared pixels, which ``prepare`` stores at native size by default), exactly as predict does with
+    the original file.
 
     Args:
         data_dir: prepared folder holding ``manifest.csv``.
         split: ``train``, ``val`` or ``test``.
-        image_size: side the model expects (arrays are resized once, images bilinear, masks nearest).
-        in_channels: 1 or 3 (gray is repeated to 3; colour is reduced to luminance for 1).
-        data_cfg: ``DataConfig`` (cache, augment, hflip, rotate_deg, mean, std).
+        image_size: side the model expects (ignored when ``preprocessor`` is given).
+        in_channels: 1 or 3 (ignored when ``preprocessor`` is given).
+        data_cfg: ``DataConfig`` (cache, augment, hflip, rotate_deg, mean, std, preprocessing).
         train: apply :class:`TrainAugment` (deterministic per (seed, epoch, index); see :meth:`set_epoch`).
         seed: augmentation seed.
+        preprocessor: the model's (a checkpoint's, or the training split's for validation); None builds one
+            from ``data_cfg`` with colour kept when this split's first image is colour (training).
     """
 
     def __init__(
         self,
         data_dir: str | Path,
         split: str,
-        image_size: int,
+        image_size: int | None = None,
         in_channels: int = 3,
         data_cfg: DataConfig | None = None,
         train: bool = False,
         seed: int = 0,
+        preprocessor: Preprocessor | None = None,
     ) -> None:
         if split not in SPLITS:
             raise DataError(f"split must be train, val or test, got '{split}'")
-        if in_channels not in (1, 3):
-            raise DataError(f"in_channels must be 1 or 3, got {in_channels}")
         self.data_dir = Path(data_dir)
         self.split = split
-        self.image_size = int(image_size)
-        self.in_channels = in_channels
         self.cfg = data_cfg or DataConfig()
         self.train = train
         self.seed = seed
@@ -160,19 +201,20 @@ class ManifestDataset(Dataset):
         self.ids: list[str] = self.frame["id"].tolist()
         self.notes: list[str] = self.frame["note"].tolist()
         self.has_lesion_labels = "lesion_labels" in self.frame.columns
-        # colour is kept only when the data has it (saturation/hue augmentation then applies)
-        self.colour = _is_rgb(self.frame["image"].iloc[0]) and in_channels == 3
-        self.plan = PreprocessPlan(self.image_size, in_channels, float(self.cfg.mean), float(self.cfg.std),
-                                   self.colour)
-        self.reference = self.cfg.preprocessing == "reference"
-        if self.reference:
-            # cv2.imread + cv2.resize (see .reference); always 3 channels, B, G, R, as the reference code reads.
-            self.colour = True
-            resized = int(((self.frame["height"] != image_size) | (self.frame["width"] != image_size)).sum())
-            if resized:
-                log.warning("%d of %d %s images were not %d px in the source; prepare resized them (PIL), so "
-                            "their pixels are not exactly what the reference code reads from the originals",
-                            resized, len(self.frame), split, image_size)
+        if preprocessor is None:
+            if image_size is None:
+                raise DataError("ManifestDataset needs image_size or a preprocessor")
+            if in_channels not in (1, 3):
+                raise DataError(f"in_channels must be 1 or 3, got {in_channels}")
+            # colour is kept only when the data has it (saturation/hue augmentation then applies)
+            colour = _is_rgb(self.frame["image"].iloc[0]) and in_channels == 3
+            preprocessor = Preprocessor.build(self.cfg.preprocessing, image_size, in_channels, self.cfg.mean,
+                                              self.cfg.std, colour)
+        self.preprocessor = preprocessor
+        self.image_size = preprocessor.image_size
+        self.in_channels = preprocessor.in_channels
+        self.colour = preprocessor.keeps_colour  # the cache holds (S, S, 3) images
+        _check_prepared_size(self.data_dir, self.frame, preprocessor)
         self.augment = TrainAugment(self.cfg) if train else None
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         self._images: np.ndarray | None = None
@@ -181,14 +223,16 @@ class ManifestDataset(Dataset):
         if self.cfg.cache:
             self._fill_cache()
 
+    @property
+    def plan(self) -> Preprocessor:
+        """The former name of :attr:`preprocessor`."""
+        return self.preprocessor
+
     # ------------------------------------------------------------------ cache
     def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         row = self.frame.iloc[i]
         s = self.image_size
-        if self.reference:
-            image = reference_pixels(read_reference_image(row["image"]), s)
-        else:
-            image = _load_png(row["image"], s, False, 3 if self.colour else 1)
+        image = _model_image(self.preprocessor, row["image"])
         mask = (_load_png(row["mask"], s, True, 1) > 0).astype(np.uint8)
         labels = None
         if self.has_lesion_labels:
@@ -240,8 +284,7 @@ class ManifestDataset(Dataset):
                 sample = replace(sample, note=augment_note(sample.note, rng))
             sample = self.augment(sample, rng)
         item: dict[str, Any] = {
-            "image": torch.from_numpy(reference_tensor(sample.image) if self.reference
-                                      else self.plan.normalise(sample.image)),
+            "image": torch.from_numpy(self.preprocessor.to_tensor(sample.image[None])[0]),
             "mask": torch.from_numpy(_writable(sample.mask)).float().unsqueeze(0),
             "note": sample.note,
             "id": self.ids[index],

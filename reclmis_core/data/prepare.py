@@ -4,9 +4,14 @@ DATA_DIR after a successful run::
 
     manifest.csv           id, split, image, mask, note, height, width, source[, lesion_labels]
     dataset.json           layout, counts per split, problems, dropped ids, split rule, tool version
-    images/<split>/<id>.png        8-bit gray or RGB at --size x --size
-    masks/<split>/<id>.png         0/255 at --size x --size (nearest)
+    images/<split>/<id>.png        8-bit gray or RGB: native size (default, --size 0) or --size x --size
+    masks/<split>/<id>.png         0/255, same grid (nearest)
     lesion_labels/<split>/<id>.png zone codes (only when the source has them)
+
+Native size keeps each image's own pixel grid, with only the size-independent part of the model's geometry
+applied (square pixels and a zero-padded square field of view when the spacing is known): the Dataset then
+resizes once to the model's side, exactly as predict does from the original file. ``--size N`` stores N x N
+images instead (smaller folders); such a DATA_DIR serves models of side N only.
 
 Everything is written into a hidden temp folder beside DATA_DIR and renamed at the end: a failed run leaves
 nothing. Pixel work runs in a process pool.
@@ -32,7 +37,7 @@ from .intensity import parse_window, to_uint8
 from .layouts import PROBLEM_KINDS, SPLITS, Problem, Record, Scan, scan_source
 from .meta import ImageMeta
 from .pool import ProgressFn, pool_map
-from .preprocess import input_spacing, plan_geometry, to_model_pixels
+from .preprocess import input_spacing, plan_geometry, to_model_pixels, to_native_pixels
 from .readers import read_image, read_mask, read_mask_volume
 from .writers import encode_png
 
@@ -43,7 +48,7 @@ class PrepareOptions:
     """Knobs of :func:`prepare_dataset` (mirrors the CLI flags)."""
 
     layout: str = "auto"  # (str) auto (detected) or a name registered in data.layouts.LAYOUTS
-    size: int = 224  # (int) output side in pixels (images are resized to size x size)
+    size: int = 0  # (int) 0: native size (one resize, in the Dataset); N: images resized to N x N
     skip_bad: bool = False  # (bool) drop rows with problems instead of failing
     window: str | None = None  # (str) CT window "C,W" or a preset (lung, mediastinum, bone...); default lung
     keep_empty: bool = False  # (bool) volumes: keep slices without lesion (volume-wide notes only)
@@ -88,6 +93,7 @@ class PrepareReport:
             "layout": self.layout,
             "source": self.source,
             "size": self.size,
+            "native": self.size == 0,
             "counts": {s: self.counts.get(s, 0) for s in SPLITS},
             "n_images": self.n_images,
             "split_rule": self.split_rule,
@@ -117,7 +123,8 @@ class PrepareError(DataError):
 
 def _emit(task: dict[str, Any], rid: str, img8: np.ndarray, mask01: np.ndarray, labels: np.ndarray | None,
           spacing: tuple[float, float] | None = None, copy_from: dict[str, str] | None = None) -> dict[str, str]:
-    """Write image/mask/labels at size x size into the staging folder; returns manifest paths.
+    """Write image/mask/labels at size x size (native size for size 0) into the staging folder; returns
+    manifest paths.
 
     The geometry is the one predict uses and inverts (:func:`reclmis_core.data.preprocess.plan_geometry`):
     with a known ``spacing``, square pixels and a zero-padded square field of view; without, a direct resize.
@@ -140,16 +147,17 @@ def _emit(task: dict[str, Any], rid: str, img8: np.ndarray, mask01: np.ndarray, 
         if key in copy_from:
             shutil.copyfile(copy_from[key], target)
             continue
-        small = to_model_pixels(arr, geom, nearest=nearest)
+        small = to_model_pixels(arr, geom, nearest) if size else to_native_pixels(arr, geom, nearest)
         target.write_bytes(encode_png(small * np.uint8(scale) if scale != 1 else small))
     return rel
 
 
 def _copyable(path: str, arr: np.ndarray, meta: ImageMeta, size: int, values: tuple[int, ...] | None = None) -> bool:
-    """True when the source PNG already is the 8-bit size x size file we would write."""
+    """True when the source PNG already is the 8-bit file we would write (size x size, or any 2-D shape for
+    native size: a raster image has no spacing, so its native geometry changes nothing)."""
     if not path.lower().endswith(".png") or meta.kind != "raster" or arr.dtype != np.uint8:
         return False
-    if arr.shape != (size, size) or meta.bit_depth != 8:
+    if (size and arr.shape != (size, size)) or arr.ndim != 2 or meta.bit_depth != 8:
         return False
     if values is not None:
         present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
@@ -304,8 +312,8 @@ def prepare_dataset(
     t0 = time.perf_counter()
     opt = options or PrepareOptions()
     src, out = Path(src), Path(out)
-    if opt.size < 16:
-        raise DataError(f"--size must be >= 16, got {opt.size}")
+    if opt.size != 0 and opt.size < 16:
+        raise DataError(f"--size must be 0 (native size) or >= 16, got {opt.size}")
     parse_window(opt.window)  # validate early
     check_out_dir(out, opt.overwrite)
     scan = scan_source(src, opt.layout)

@@ -1,20 +1,20 @@
-"""The one preprocessing plan shared by training and inference (prepare, the Dataset, predict, eval, export, bench).
+"""The array steps of the preprocessing shared by training and inference; :class:`~.preprocessor.Preprocessor`
+is the object that applies them (prepare, the Dataset, eval, predict, the ONNX runtime wrapper, bench).
 
 Every image the model sees, in training or at inference, goes through the same steps, each written once here:
 
 1. 8-bit display image (:func:`reclmis_core.data.intensity.to_uint8`: windowing, MONOCHROME1, 16-bit scaling);
 2. geometry (:func:`plan_geometry`): when the pixel spacing is known (DICOM, NIfTI and series slices), resample
    to square pixels, then zero-pad to a square field of view so anatomy keeps its aspect (as nnU-Net and most
-   pipelines do); a plain raster image (no spacing) is resized directly. Then bilinear resize (nearest for masks)
-   to ``image_size`` x ``image_size``;
+   pipelines do; :func:`to_native_pixels`); a plain raster image (no spacing) is resized directly. Then
+   bilinear resize (nearest for masks) to ``image_size`` x ``image_size`` (:func:`to_model_pixels`);
 3. channels (:func:`normalise_batch`): colour is kept only for a model trained on colour data with 3 channels,
    else reduced to luminance (ITU-R 601, exactly as PIL's ``convert("L")``); gray is repeated to 3 channels;
 4. normalisation ``(x / 255 - mean) / std``.
 
-``prepare`` applies steps 1-2 and stores the result; the Dataset applies 3-4; predict applies 1-4 on a user's
-file and :func:`restore_map` runs step 2 backwards on the output, so a mask comes back on the input's own grid.
-:class:`PreprocessPlan` holds the numbers (size, channels, colour, mean, std); it is saved in each checkpoint's
-``meta.preprocessing`` and each export sidecar's ``preprocessing`` section.
+``prepare`` applies steps 1-2 up to :func:`to_native_pixels` (``--size 0``, the default) and stores the result;
+the Dataset resizes once and applies 3-4; predict applies 1-4 on a user's file and :func:`restore_map` runs
+step 2 backwards on the output, so a mask comes back on the input's own grid.
 """
 
 from __future__ import annotations
@@ -76,15 +76,22 @@ def plan_geometry(shape: tuple[int, int], spacing: tuple[float, float] | None, s
     return Geometry(h, w, sh, sw, top, left, side, int(size))
 
 
-def to_model_pixels(img: np.ndarray, geom: Geometry, nearest: bool = False) -> np.ndarray:
-    """(H, W[, C]) image (or mask with ``nearest``) -> (size, size[, C]) as the model sees it, same dtype."""
+def to_native_pixels(img: np.ndarray, geom: Geometry, nearest: bool = False) -> np.ndarray:
+    """The size-independent part of the geometry: square pixels, then the zero-padded square field of view;
+    (H, W[, C]) -> (side, side[, C]) (or the resampled (H', W'[, C]) when not padded), same dtype.
+    ``prepare --size 0`` stores this; the final resize to the model side then happens once, in the Dataset."""
     if (geom.square_h, geom.square_w) != (geom.height, geom.width):
         img = resize_array(img, (geom.square_h, geom.square_w), nearest=nearest)
     if geom.padded:
         out = np.zeros((geom.side, geom.side, *img.shape[2:]), dtype=img.dtype)
         out[geom.pad_top : geom.pad_top + geom.square_h, geom.pad_left : geom.pad_left + geom.square_w] = img
         img = out
-    return resize_array(img, (geom.size, geom.size), nearest=nearest)
+    return img
+
+
+def to_model_pixels(img: np.ndarray, geom: Geometry, nearest: bool = False) -> np.ndarray:
+    """(H, W[, C]) image (or mask with ``nearest``) -> (size, size[, C]) as the model sees it, same dtype."""
+    return resize_array(to_native_pixels(img, geom, nearest), (geom.size, geom.size), nearest=nearest)
 
 
 def restore_map(values: np.ndarray, geom: Geometry) -> np.ndarray:
@@ -142,53 +149,3 @@ def normalise(pixels: np.ndarray, in_channels: int, mean: float, std: float, col
     return normalise_batch(channels_first(np.asarray(pixels))[None], in_channels, mean, std, colour)[0]
 
 
-@dataclass(frozen=True)
-class PreprocessPlan:
-    """The numbers of the preprocessing a model was trained with; everything that feeds the model uses it.
-
-    Example:
-        >>> plan = PreprocessPlan(image_size=224, in_channels=3, mean=0.5, std=0.25)
-        >>> geom = plan.geometry(img8.shape[:2], meta.spacing)
-        >>> x = plan.normalise(plan.model_pixels(img8, geom))     # float32 (3, 224, 224)
-    """
-
-    image_size: int  # (int) model input side in pixels
-    in_channels: int  # (int) 1 or 3
-    mean: float  # (float) normalisation mean on the 0..1 scale
-    std: float  # (float) normalisation std on the 0..1 scale
-    colour: bool = False  # (bool) trained on colour images (kept with 3 channels); else luminance
-
-    @classmethod
-    def from_config(cls, cfg: Any, colour: bool = False) -> PreprocessPlan:
-        """From a ``RunConfig`` (model.image_size, model.in_channels, data.mean, data.std)."""
-        return cls(int(cfg.model.image_size), int(cfg.model.in_channels), float(cfg.data.mean),
-                   float(cfg.data.std), bool(colour))
-
-    @classmethod
-    def from_checkpoint(cls, cfg: Any, doc: dict[str, Any]) -> PreprocessPlan:
-        """From a checkpoint's config and its ``config.json`` document (``meta.preprocessing`` or ``meta.colour``)."""
-        meta = doc.get("meta") or {}
-        stored = meta.get("preprocessing")
-        if isinstance(stored, dict):
-            return cls.from_dict(stored)
-        return cls.from_config(cfg, bool(meta.get("colour", False)))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PreprocessPlan:
-        return cls(int(d["image_size"]), int(d["in_channels"]), float(d["mean"]), float(d["std"]),
-                   bool(d.get("colour", False)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def geometry(self, shape: tuple[int, int], spacing: tuple[float, float] | None) -> Geometry:
-        return plan_geometry(shape, spacing, self.image_size)
-
-    def model_pixels(self, img8: np.ndarray, geom: Geometry) -> np.ndarray:
-        return to_model_pixels(img8, geom)
-
-    def normalise(self, pixels: np.ndarray) -> np.ndarray:
-        return normalise(pixels, self.in_channels, self.mean, self.std, self.colour)
-
-    def normalise_batch(self, images: np.ndarray) -> np.ndarray:
-        return normalise_batch(images, self.in_channels, self.mean, self.std, self.colour)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..config import DataConfig
+from ..config_schema import DataConfig
 from ..errors import ConfigError
 from .note_text import ZONE_CODES, format_note
 

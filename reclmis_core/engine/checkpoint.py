@@ -12,7 +12,6 @@ Folders are written to a temporary sibling and renamed into place, so a crash ne
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -21,40 +20,32 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .. import __version__
+from ..artefacts import (  # noqa: F401  (CONFIG, FORMAT_VERSION, MODEL_CLASS: names callers read from here)
+    CONFIG,
+    FORMAT_VERSION,
+    MODEL_CLASS,
+    WEIGHTS,
+    read_checkpoint_config,
+    write_checkpoint_document,
+)
 from ..config import RunConfig, config_from_dict, config_to_dict, deep_merge, migrate_renamed_keys
 from ..errors import CheckpointError, ReclmisError
 from ..models import RecLMIS, build_model
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
 # Format 1 (reclmis 0.1) had no model.ci_order: its CI always ran the reference order.
 _DEFAULTS_BEFORE = {1: {"model": {"ci_order": "reference"}}}
-MODEL_CLASS = "RecLMIS"
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-ONNX_SIDECAR = "reclmis_export.json"  # what an ONNX export folder holds instead (export.onnx.SIDECAR)
 
 
 def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: dict[str, Any] | None = None) -> None:
     """Write weights and config into an existing (temporary) folder."""
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.checkpoint_state_dict().items()}
-    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "reclmis_format_version": str(FORMAT_VERSION)})
-    doc = {
-        "format_version": FORMAT_VERSION,
-        "model_class": MODEL_CLASS,
-        "reclmis_version": __version__,
-        "max_length": model.max_length,
-        "excluded_weights": "text_encoder" if model.persistent_keys_excluded() else None,
-        "text_state": model.text_state(),
-        "config": config_to_dict(cfg),
-        "meta": meta or {},
-    }
-    (folder / CONFIG).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    write_checkpoint_document(folder, state, config_to_dict(cfg), max_length=model.max_length,
+                              excluded=bool(model.persistent_keys_excluded()), text_state=model.text_state(),
+                              meta=meta or {})
 
 
 def replace_folder(tmp: Path, dest: Path) -> None:
@@ -101,38 +92,6 @@ def save_checkpoint(model: RecLMIS, cfg: RunConfig, dest: str | Path, meta: dict
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
-
-
-def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """Read and check ``config.json`` of a checkpoint folder (no weights touched)."""
-    folder = Path(path)
-    if folder.is_file():
-        raise CheckpointError(
-            f"{folder} is a file; a reclmis checkpoint is a folder with {WEIGHTS} and {CONFIG}. "
-            "reclmis never loads pickled or TorchScript files (they can run code)"
-        )
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint not found: {folder}")
-    cfg_path = folder / CONFIG
-    if (folder / ONNX_SIDECAR).is_file() and not (folder / WEIGHTS).is_file():
-        raise CheckpointError(f"{folder} is an ONNX export, not a checkpoint: run it with --backend onnx "
-                              f"(reclmis predict --backend onnx --checkpoint {folder} ...), or pass the checkpoint "
-                              "folder it was exported from")
-    if not cfg_path.is_file() or not (folder / WEIGHTS).is_file():
-        raise CheckpointError(f"{folder} is not a reclmis checkpoint: it needs {WEIGHTS} and {CONFIG}")
-    try:
-        doc = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("model_class") != MODEL_CLASS:
-        raise CheckpointError(f"{cfg_path} does not describe a {MODEL_CLASS} checkpoint")
-    version = doc.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{folder} has checkpoint format {version!r}, newer than this reclmis supports ({FORMAT_VERSION}); "
-            "upgrade reclmis"
-        )
-    return doc
 
 
 def checkpoint_run_config(doc: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,9 @@ from ..device import resolve_device
 from ..errors import ConfigError
 from ..metrics.dice import ScoreAccumulator
 from ..metrics.leakage import LeakageAccumulator, PairLeakageAccumulator
+from ..data.preprocessor import Preprocessor
 from ..models.reclmis import RecLMIS
+from ..runtime.base import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +133,13 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 @torch.no_grad()
 def evaluate(
-    model: RecLMIS,
+    model: RecLMIS | Runtime,
     data_dir: str | Path,
     split: str = "test",
     text_mode: str = "as-is",
     cfg: RunConfig | None = None,
     *,
+    preprocessor: Preprocessor | None = None,
     checkpoint: str = "",
     seed: int = 0,
     batch_size: int | None = None,
@@ -147,11 +150,14 @@ def evaluate(
     """Score ``model`` on ``split`` of ``data_dir``.
 
     Args:
-        model: the training model (its inference part is used).
+        model: a :class:`~reclmis_core.runtime.base.Runtime` (``open_runtime``: a checkpoint or an export, with
+            the preprocessor it was trained with), or an in-memory ``RecLMIS`` (its inference part is used).
         data_dir: prepared folder with ``manifest.csv``.
         split: train, val or test.
         text_mode: as-is, shuffle or empty (see the module docstring).
-        cfg: the checkpoint's run config (image size, channels, normalisation, threshold, batch size).
+        cfg: the run config (threshold, batch size, loader workers); default the runtime's (a checkpoint's).
+        preprocessor: for an in-memory model, the preprocessing it was trained with (default: from ``cfg``, gray,
+            as ``Predictor.from_model``); a runtime brings its own.
         checkpoint: label stored in the result.
         seed: seed of the shuffle derangement.
 
@@ -163,11 +169,17 @@ def evaluate(
 
     if text_mode not in TEXT_MODES:
         raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{text_mode}'")
-    cfg = cfg or RunConfig()
-    thr = cfg.infer.threshold if threshold is None else threshold
-    dev = _device(device)
-    ds = ManifestDataset(data_dir, split, cfg.model.image_size, cfg.model.in_channels, cfg.data, train=False)
-    uses_text = model.text_encoder is not None
+    if isinstance(model, Runtime):
+        rt = model
+    else:
+        from ..runtime.torch_runtime import TorchRuntime
+
+        rt = TorchRuntime(model, cfg or RunConfig(), _device(device), preprocessor=preprocessor)
+    cfg = cfg or rt.cfg or RunConfig()
+    thr = rt.threshold if threshold is None else threshold
+    # the runtime's preprocessor (the checkpoint's): the pixels predict feeds for the same file
+    ds = ManifestDataset(data_dir, split, data_cfg=cfg.data, preprocessor=rt.preprocessor)
+    uses_text = rt.uses_text
     if not uses_text and text_mode != "as-is":
         log.warning("this checkpoint is image-only: --text %s has no effect", text_mode)
     fed = dict(zip(ds.ids, notes_for_mode(ds.notes, text_mode, seed)))
@@ -176,9 +188,6 @@ def evaluate(
         ds, batch_size=batch_size or cfg.infer.batch_size, shuffle=False, collate_fn=collate_fn,
         num_workers=cfg.data.num_workers,
     )
-    from ..runtime.torch_runtime import TorchRuntime
-
-    rt = TorchRuntime(model, cfg, dev)  # the runtime predict uses: the same logits for the same pixels and notes
     scores = ScoreAccumulator()
     leakage = LeakageAccumulator() if ds.has_lesion_labels else None
     pair_of = dict(zip(ds.ids, ds.frame["pair"])) if "pair" in ds.frame.columns else {}
@@ -235,10 +244,13 @@ def evaluate_checkpoint(
     data_dir: str | Path,
     split: str = "test",
     text_mode: str = "as-is",
+    *,
+    device: str | torch.device | None = None,
     **kwargs: Any,
 ) -> tuple[EvalResult, list[dict[str, Any]]]:
-    """Load a checkpoint folder and :func:`evaluate` it."""
-    from .checkpoint import load_checkpoint
+    """Open a checkpoint folder or an export (:func:`~reclmis_core.runtime.open_runtime`, with its stored
+    preprocessor) and :func:`evaluate` it."""
+    from ..runtime.open import open_runtime
 
-    model, cfg, _ = load_checkpoint(checkpoint)
-    return evaluate(model, data_dir, split, text_mode, cfg, checkpoint=str(checkpoint), **kwargs)
+    rt = open_runtime(checkpoint, device="auto" if device is None else str(device))
+    return evaluate(rt, data_dir, split, text_mode, checkpoint=str(checkpoint), **kwargs)

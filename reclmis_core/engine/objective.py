@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import LossConfig, ModelConfig
+from ..config_schema import LossConfig, ModelConfig
 from ..models.reclmis import RecLMISOutput
 
 

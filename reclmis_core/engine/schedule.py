@@ -15,7 +15,7 @@ from functools import partial
 
 import torch
 
-from ..config import TrainConfig
+from ..config_schema import TrainConfig
 from ..errors import ConfigError
 
 #: Schedules whose rate is constant within an epoch.

@@ -214,7 +214,7 @@ class Trainer:
         size, ch = cfg.model.image_size, cfg.model.in_channels
         with acc.main_process_first():
             train_ds = ManifestDataset(self.data_dir, "train", size, ch, cfg.data, train=True, seed=cfg.train.seed)
-            val_ds = ManifestDataset(self.data_dir, "val", size, ch, cfg.data, train=False)
+            val_ds = ManifestDataset(self.data_dir, "val", data_cfg=cfg.data, preprocessor=train_ds.preprocessor)
         t = cfg.train
         loader_gen = torch.Generator().manual_seed(t.seed)
         train_dl = torch.utils.data.DataLoader(
@@ -372,7 +372,7 @@ class Trainer:
         meta = {"epoch": epoch, "val_dice": record["val_dice"], "val_miou": record["val_miou"],
                 "best_epoch": st.best_epoch, "best_dice": st.best_dice,
                 "colour": self.train_ds.colour,  # kept for checkpoints read by older versions
-                "preprocessing": self.train_ds.plan.to_dict()}  # the plan predict/eval/export reuse
+                "preprocessing": self.train_ds.preprocessor.to_dict()}  # what predict/eval/export rebuild
         self.save_checkpoint(self.run_dir / "last", meta)
         if improved:
             self.save_checkpoint(self.run_dir / "best", meta)

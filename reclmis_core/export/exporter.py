@@ -23,7 +23,6 @@ for safetensors) against eager PyTorch on phantom chest images with different no
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -37,15 +36,22 @@ import torch
 from torch import Tensor
 
 from .. import __version__
+from ..artefacts import (
+    ARTEFACTS,
+    EXPORT_FORMATS,
+    ArtefactSpec,
+    read_checkpoint_config,
+    write_checkpoint_document,
+    write_sidecar,
+)
 from ..config import RunConfig, config_to_dict
-from ..data.preprocess import PreprocessPlan
-from ..data.reference import SIDECAR_DESCRIPTION as REFERENCE_SIDECAR
+from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError
 from ..utils import drop_log_messages
-from .onnx import DEFAULT_OPSET, SIDECAR, ExportError, _dims, export_onnx, onnx_initializer_params
+from .onnx import DEFAULT_OPSET, ExportError, _dims, export_onnx, onnx_initializer_params
 from .quantize import DEFAULT_CALIB_IMAGES, DEFAULT_MIN_DICE
 from .samples import SAMPLE_NOTES, sample_images
-from .verify import VerifyResult, verify_onnx, verify_safetensors, verify_torch_export
+from .verify import VerifyResult, verify_export, verify_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +80,24 @@ class ExportResult:
 
 @dataclass(frozen=True)
 class ExportFormat:
-    name: str
-    description: str
-    requires: tuple[str, ...]  # importable modules it needs
+    """An export format: the artefact kind it writes (``reclmis_core.artefacts.ARTEFACTS``: name, requirements,
+    the runtime that runs it) with its writer and verifier."""
+
+    artefact: ArtefactSpec
     writer: Callable[..., dict[str, Any]]
     verifier: Callable[..., VerifyResult]
+
+    @property
+    def name(self) -> str:
+        return self.artefact.name
+
+    @property
+    def description(self) -> str:
+        return self.artefact.description
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return self.artefact.requires
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,13 +126,11 @@ def resolve_model(
     raise ConfigError(f"expected a checkpoint folder or a RecLMIS model, got {type(checkpoint_or_model).__name__}")
 
 
-def _preprocess_plan(cfg: RunConfig, source: str | None) -> PreprocessPlan:
-    """The checkpoint's preprocessing plan (in-memory models: from ``cfg``, gray)."""
+def _preprocessor(cfg: RunConfig, source: str | None) -> Preprocessor:
+    """The checkpoint's preprocessor (in-memory models: from ``cfg``, gray)."""
     if source is None:
-        return PreprocessPlan.from_config(cfg)
-    from ..engine.checkpoint import read_checkpoint_config
-
-    return PreprocessPlan.from_checkpoint(cfg, read_checkpoint_config(source))
+        return Preprocessor.from_config(cfg)
+    return Preprocessor.from_checkpoint(cfg, read_checkpoint_config(source))
 
 
 def _numel(module: torch.nn.Module | None) -> int:
@@ -125,9 +142,10 @@ def _numel(module: torch.nn.Module | None) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, body: dict[str, Any]) -> dict[str, Any]:
+def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, pre: Preprocessor, body: dict[str, Any]
+             ) -> dict[str, Any]:
     return {
-        "format": "reclmis-onnx" if fmt == "onnx" else "reclmis-torch-export",
+        "format": ARTEFACTS.get(fmt).sidecar_format,
         "format_version": 1,
         "reclmis_version": __version__,
         "torch_version": torch.__version__,
@@ -135,18 +153,7 @@ def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, body: dict[
         "graphs": body["graphs"],
         "text": body.get("text"),
         "note_optional": inf.seg.uses_text and cfg.train.note_dropout > 0,
-        "preprocessing": {
-            "kind": cfg.data.preprocessing,
-            **(REFERENCE_SIDECAR if cfg.data.preprocessing == "reference" else {}),
-            **_preprocess_plan(cfg, source).to_dict(),
-            "layout": "NCHW float32",
-            "scale": "x / 255",
-            "normalise": "(x / 255 - mean) / std",
-            "grayscale": f"repeated to {cfg.model.in_channels} channels",
-            "colour_to_gray": "luminance, ITU-R 601 (PIL convert('L')), unless colour is true",
-            "geometry": "known pixel spacing: square pixels, zero-pad to a square; then bilinear resize to "
-                        f"{cfg.model.image_size}x{cfg.model.image_size}; undo on the output",
-        },
+        "preprocessing": pre.describe(),
         "postprocessing": {"output": "logits", "activation": "sigmoid", "threshold": cfg.infer.threshold},
         "params": {"segmentation": _numel(inf.seg), "text_encoder": _numel(inf.text_encoder)},
         "source": {"checkpoint": source, "preset": cfg.preset, "name": cfg.name},
@@ -159,10 +166,11 @@ def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, body: dict[
 # --------------------------------------------------------------------------------------------------
 
 
-def _write_onnx(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int) -> dict[str, Any]:
+def _write_onnx(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int, pre: Preprocessor
+                ) -> dict[str, Any]:
     body = export_onnx(inf, folder, sample_images(cfg, 2, seed=1), SAMPLE_NOTES[:2], opset)
-    doc = _sidecar("onnx", inf, cfg, source, body)
-    (folder / SIDECAR).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    doc = _sidecar("onnx", inf, cfg, source, pre, body)
+    write_sidecar(folder, doc)
     names = {n for n, _ in inf.seg.named_parameters()}
     count, _ = onnx_initializer_params(folder / body["graphs"]["segmentation"]["file"], names)
     if inf.text_encoder is not None:
@@ -183,7 +191,8 @@ def _program_params(program: Any) -> int:
     return sum(program.state_dict[name].numel() for name in sig.parameters)
 
 
-def _write_torch_export(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int) -> dict[str, Any]:
+def _write_torch_export(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int, pre: Preprocessor
+                        ) -> dict[str, Any]:
     images = sample_images(cfg, 2, seed=1)
     batch_dim, len_dim = _dims(max(2, inf.max_length))
     graphs: dict[str, Any] = {}
@@ -217,17 +226,15 @@ def _write_torch_export(inf: Any, cfg: RunConfig, folder: Path, source: str | No
     graphs["segmentation"] = {"file": "segmentation.pt2", "inputs": seg_inputs, "outputs": ["logits"],
                               "dynamic_axes": {n: ({"0": "batch"} if n == "image" else {"0": "batch", "1": "text_len"})
                                                for n in seg_inputs}}
-    doc = _sidecar("torch-export", inf, cfg, source, {"graphs": graphs, "text": text, "opset": None})
-    (folder / SIDECAR).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    doc = _sidecar("torch-export", inf, cfg, source, pre, {"graphs": graphs, "text": text, "opset": None})
+    write_sidecar(folder, doc)
     return {"params_exported": count, "opset": None, "exporters": {k: "torch.export" for k in graphs}}
 
 
-def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int) -> dict[str, Any]:
+def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int, pre: Preprocessor
+                       ) -> dict[str, Any]:
     import dataclasses
 
-    from safetensors.torch import save_file
-
-    from ..engine.checkpoint import CONFIG, FORMAT_VERSION, MODEL_CLASS, WEIGHTS
 
     # The same checkpoint layout with the training-only branches switched off: build_model() then builds exactly
     # the inference modules, so load_checkpoint() reads this folder and strict key checks still hold.
@@ -241,19 +248,11 @@ def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | Non
     excluded = tower is not None and tower.pretrained and not any(p.requires_grad for p in tower.parameters())
     if excluded:  # frozen verified pretrained weights are reloaded from their source, as in checkpoints
         state = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
-    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "reclmis_format_version": str(FORMAT_VERSION),
-                                                         "reclmis_export": "inference"})
-    doc = {
-        "format_version": FORMAT_VERSION,
-        "model_class": MODEL_CLASS,
-        "reclmis_version": __version__,
-        "max_length": inf.max_length,
-        "excluded_weights": "text_encoder" if excluded else None,
-        "text_state": {} if tower is None else tower.extra_state(),
-        "config": config_to_dict(run_cfg),
-        "meta": {"export": "inference weights only (no CVR/CLR/W heads)", "source_checkpoint": source},
-    }
-    (folder / CONFIG).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    meta = {"export": "inference weights only (no CVR/CLR/W heads)", "source_checkpoint": source,
+            "preprocessing": pre.to_dict()}
+    write_checkpoint_document(folder, state, config_to_dict(run_cfg), max_length=inf.max_length, excluded=excluded,
+                              text_state={} if tower is None else tower.extra_state(), meta=meta,
+                              weights_metadata={"reclmis_export": "inference"})
     params = {n for n, _ in inf.named_parameters()}
     count = sum(v.numel() for k, v in state.items() if k in params)
     if excluded:
@@ -261,17 +260,15 @@ def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | Non
     return {"params_exported": count, "opset": None, "exporters": {"model": "safetensors"}}
 
 
-FORMATS: dict[str, ExportFormat] = {
-    f.name: f
-    for f in (
-        ExportFormat("onnx", "ONNX graphs (segmentation + text encoder) + sidecar JSON; run with ONNX Runtime",
-                     ("onnx", "onnxruntime", "onnxscript"), _write_onnx, verify_onnx),
-        ExportFormat("torch-export", "torch.export programs (.pt2, dynamic batch and note length) + sidecar JSON",
-                     (), _write_torch_export, verify_torch_export),
-        ExportFormat("safetensors", "inference weights (model.safetensors) + config.json, loadable as a checkpoint",
-                     (), _write_safetensors, verify_safetensors),
-    )
+_WRITERS = {
+    "onnx": (_write_onnx, verify_export),
+    "torch-export": (_write_torch_export, verify_export),
+    "safetensors": (_write_safetensors, verify_safetensors),
 }
+#: Every artefact kind that export writes (``ARTEFACTS`` rows with ``exported``), with its writer and verifier;
+#: each has a runtime, so whatever is exported can be predicted, evaluated and benchmarked.
+FORMATS: dict[str, ExportFormat] = {name: ExportFormat(ARTEFACTS.get(name), *_WRITERS[name])
+                                    for name in EXPORT_FORMATS}
 
 
 def _check_requirements(fmt: ExportFormat) -> None:
@@ -314,6 +311,7 @@ def export_model(
     calib: str | Path | None = None,
     calib_images: int = DEFAULT_CALIB_IMAGES,
     int8_min_dice: float = DEFAULT_MIN_DICE,
+    preprocessor: Preprocessor | None = None,
 ) -> ExportResult:
     """Export the inference graph of a checkpoint folder or a built model.
 
@@ -324,6 +322,8 @@ def export_model(
         verify: compare the export against eager PyTorch (batch 1 and 3, different notes); raise ``ExportError``
             if max |diff| > 1e-4.
         cfg: the run config when a model object is given (default: the model's own model config).
+        preprocessor: the preprocessing the model was trained with, stored in the export (default: the
+            checkpoint's; for a model object, from ``cfg``, gray).
         opset: ONNX opset (onnx only).
         overwrite: replace an existing ``out`` (else ConfigError, checked before any work).
         int8: (onnx) make the segmentation graph static int8 (``reclmis_core.export.quantize``), calibrated on
@@ -362,13 +362,14 @@ def export_model(
     start = time.perf_counter()
     _, inf, run_cfg, source = resolve_model(checkpoint_or_model, cfg)
     inf = inf.eval()
+    pre = preprocessor or _preprocessor(run_cfg, source)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     int8_tmp: Path | None = None
     try:
         log.info("exporting the inference graph as %s to %s", fmt, dest)
         with _quiet_export_noise():
-            info = spec.writer(inf, run_cfg, tmp, source, opset)
+            info = spec.writer(inf, run_cfg, tmp, source, opset, pre)
         result = ExportResult(
             format=fmt, path=str(dest), files=_folder_files(tmp),
             size_mb=sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6, seconds=0.0,
@@ -392,7 +393,8 @@ def export_model(
         final = tmp
         if int8:
             int8_tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.int8-", dir=dest.parent))
-            _quantize_into(int8_tmp, inf, run_cfg, tmp, dest, result, verify, calib, calib_images, int8_min_dice)
+            _quantize_into(int8_tmp, inf, run_cfg, pre, tmp, dest, result, verify, calib, calib_images,
+                           int8_min_dice)
             final = int8_tmp
         from ..engine.checkpoint import replace_folder
 
@@ -405,13 +407,14 @@ def export_model(
     return result
 
 
-def _quantize_into(out: Path, inf: Any, cfg: RunConfig, fp32_dir: Path, dest: Path, result: ExportResult,
+def _quantize_into(out: Path, inf: Any, cfg: RunConfig, pre: Preprocessor, fp32_dir: Path, dest: Path,
+                   result: ExportResult,
                    verify: bool, calib: str | Path | None, n: int, min_dice: float) -> None:
     """Quantize the fp32 export in ``fp32_dir`` into the empty folder ``out``; fill ``result``; with ``verify``,
     ExportError when the int8 masks agree with fp32's below ``min_dice``."""
     from .quantize import calibration_set, quantize_export
 
-    calibration = calibration_set(cfg, calib, n, inf.seg.uses_text)
+    calibration = calibration_set(cfg, calib, n, inf.seg.uses_text, preprocessor=pre)
     log.info("quantizing the segmentation graph to int8 (calibration: %s)", calibration.source)
     with _quiet_export_noise():
         section = quantize_export(fp32_dir, out, calibration)

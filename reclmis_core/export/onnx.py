@@ -43,7 +43,6 @@ from ..models.text import tokenizer_description
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-SIDECAR = "reclmis_export.json"
 SEG_FILE = "segmentation.onnx"
 TEXT_FILE = "text_encoder.onnx"
 EXTERNAL_DATA_BYTES = 1_800_000_000  # save weights as external data above this (protobuf limit is 2 GB)

@@ -16,7 +16,6 @@ model's own preprocessing, with their notes); without one, phantom images and sa
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -25,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from ..artefacts import SIDECAR, read_sidecar, write_sidecar
 from ..config import RunConfig
+from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError, DataError
 from ..metrics.dice import dice_iou_per_image
-from .onnx import SIDECAR
 from .runtime import _sigmoid
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,9 @@ class Calibration:
 
 
 def calibration_set(cfg: RunConfig, data_dir: str | Path | None, n: int = DEFAULT_CALIB_IMAGES,
-                    uses_text: bool = True) -> Calibration:
-    """Up to ``n`` images (+ notes) of ``data_dir`` (train split first), evenly spread; phantoms without it."""
+                    uses_text: bool = True, preprocessor: Preprocessor | None = None) -> Calibration:
+    """Up to ``n`` images (+ notes) of ``data_dir`` (train split first), evenly spread, through ``preprocessor``
+    (the model's; default from ``cfg``, gray); phantoms without ``data_dir``."""
     if n < 1:
         raise ConfigError(f"--calib-images must be >= 1, got {n}")
     if data_dir is None:
@@ -66,7 +67,7 @@ def calibration_set(cfg: RunConfig, data_dir: str | Path | None, n: int = DEFAUL
     split = "train" if splits.get("train", 0) else next((s for s in ("val", "test") if splits.get(s, 0)), None)
     if split is None:
         raise DataError(f"--calib {data_dir}: the manifest lists no images")
-    ds = ManifestDataset(data_dir, split, cfg.model.image_size, cfg.model.in_channels, cfg.data)
+    ds = ManifestDataset(data_dir, split, data_cfg=cfg.data, preprocessor=preprocessor or Preprocessor.from_config(cfg))
     idx = np.unique(np.linspace(0, len(ds) - 1, num=min(n, len(ds))).round().astype(int))
     items = [ds[int(i)] for i in idx]
     images = np.stack([it["image"].numpy() for it in items]).astype(np.float32)
@@ -128,7 +129,7 @@ def quantize_export(src: str | Path, dst: str | Path, calib: Calibration) -> dic
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .runtime import OnnxSegmenter, read_sidecar
+    from .runtime import OnnxSegmenter
 
     src, dst = Path(src), Path(dst)
     sidecar = read_sidecar(src)
@@ -167,12 +168,12 @@ def quantize_export(src: str | Path, dst: str | Path, calib: Calibration) -> dic
     sidecar["graphs"] = dict(sidecar["graphs"])
     sidecar["graphs"]["segmentation"] = {**sidecar["graphs"]["segmentation"], "file": INT8_FILE}
     sidecar["quantization"] = section
-    (dst / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+    write_sidecar(dst, sidecar)
     int8 = OnnxSegmenter(dst, providers=["CPUExecutionProvider"])
     p32, p8 = _probs(fp32, feeds), _probs(int8, feeds)
     thr = float(sidecar["postprocessing"]["threshold"])
     dice, _ = dice_iou_per_image(p32 > thr, p8 > thr)  # two empty masks agree (1.0)
     section.update(mask_dice_vs_fp32=round(float(dice.mean()), 5), min_mask_dice_vs_fp32=round(float(dice.min()), 5),
                    max_prob_diff_vs_fp32=round(float(np.abs(p32 - p8).max()), 5), threshold=thr)
-    (dst / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+    write_sidecar(dst, sidecar)
     return section

@@ -8,8 +8,8 @@ API::
     seg.uses_text, seg.image_size, seg.in_channels       # from the sidecar reclmis_export.json
     seg.mean, seg.std, seg.threshold, seg.max_length
 
-    x = seg.preprocess(uint8_images)                     # (B,H,W) or (B,H,W,C) or (B,C,H,W) uint8/float in 0..255,
-                                                         # already resized to image_size -> (B,C,S,S) float32
+    x = seg.preprocess(uint8_images)                     # (B,H,W) or (B,H,W,C) or (B,C,H,W) uint8 (or float
+                                                         # 0..255 at image_size) -> (B,C,S,S) float32
     feats, mask = seg.encode_text(["Bilateral pulmonary infection, two infected areas."])
                                                          # (N,L,D) float32, (N,L) int64; encode a note once ...
     logits = seg.segment(x, feats, mask)                 # ... and reuse it: (B,1,S,S) float32 logits
@@ -22,15 +22,14 @@ Image-only exports: ``uses_text`` is False, ``encode_text`` raises, ``segment(x)
 The tokenizer is rebuilt from the sidecar with reclmis_core's own tokenizer classes (scratch BPE and WordPiece
 vocabularies are embedded in the sidecar, CLIP's BPE comes from ``instant-clip-tokenizer``, Hugging Face
 tokenizers are saved in ``tokenizer/`` next to the graphs), so tokenization is identical to training.
-Preprocessing is the training one (:class:`reclmis_core.data.preprocess.PreprocessPlan`, rebuilt from the sidecar
-as ``seg.plan``): colour reduced to luminance unless the model was trained on colour, gray repeated to
-``in_channels``, ``(x / 255 - mean) / std``; resizing and restoring the input geometry stay with the caller
-(``seg.plan.geometry`` / ``reclmis_core.data.preprocess.restore_map``, as reclmis_core.inference does).
+Preprocessing is the training one (:class:`reclmis_core.data.preprocessor.Preprocessor`, rebuilt from the
+sidecar as ``seg.preprocessor``): ``preprocess`` resizes each image directly to ``image_size`` and applies its
+channels and normalisation; for files with a pixel spacing (DICOM, NIfTI) and to restore the input geometry, use
+the preprocessor's ``load`` / ``geometry`` / ``to_model`` / ``restore``, as reclmis_core.inference does.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,30 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from ..data.preprocess import PreprocessPlan
+from ..artefacts import read_sidecar
+from ..data.preprocessor import Preprocessor
 from ..errors import CheckpointError
-from ..models.text import build_tokenizer
-from .onnx import SEG_FILE, SIDECAR, TEXT_FILE
+from ..models.text import ExportedTokenizer, build_tokenizer
+from .onnx import SEG_FILE, TEXT_FILE
 
 log = logging.getLogger(__name__)
-
-
-def read_sidecar(folder: str | Path) -> dict[str, Any]:
-    """Read ``reclmis_export.json`` of an export folder (CheckpointError if absent or invalid)."""
-    folder = Path(folder)
-    path = folder / SIDECAR
-    if not path.is_file():
-        raise CheckpointError(
-            f"{folder} is not a reclmis ONNX export: {SIDECAR} is missing (create one with "
-            "`reclmis export --format onnx --out FOLDER`)"
-        )
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if doc.get("format") not in ("reclmis-onnx", "reclmis-torch-export"):
-        raise CheckpointError(f"{path} does not describe a reclmis export")
-    return doc
 
 
 def _session(path: Path, providers: Sequence[str] | None, threads: int | None) -> Any:
@@ -106,52 +88,49 @@ class OnnxSegmenter:
         text = self.sidecar.get("text")
         self.uses_text = text is not None
         self._text = None
-        self.tokenizer = None
-        self.max_length = 0
-        self.pad_to_max, self.eof_fill = False, 0
+        self.notes: ExportedTokenizer | None = None
         if self.uses_text:
             text_path = self.folder / graphs["text_encoder"]["file"]
             if not text_path.is_file():
                 raise CheckpointError(f"{self.folder}: {TEXT_FILE} is missing")
             self._text = _session(text_path, providers, threads)
-            self.max_length = int(text["max_length"])
-            self.pad_to_max = bool(text.get("pad_to_max", False))
-            self.eof_fill = int(text.get("eof_fill", 0))
-            self.tokenizer = build_tokenizer(text["tokenizer"], self.folder, self.max_length)
-        self.plan = PreprocessPlan.from_dict(self.sidecar["preprocessing"])
-        self.image_size = self.plan.image_size
-        self.in_channels = self.plan.in_channels
-        self.mean = self.plan.mean
-        self.std = self.plan.std
-        self.preprocessing = str(self.sidecar["preprocessing"].get("kind", "reclmis"))
+            self.notes = ExportedTokenizer.from_sidecar(text, self.folder)
+        self.tokenizer = None if self.notes is None else self.notes.tokenizer
+        self.max_length = 0 if self.notes is None else self.notes.max_length
+        self.preprocessor = Preprocessor.from_dict(self.sidecar["preprocessing"])
+        self.image_size = self.preprocessor.image_size
+        self.in_channels = self.preprocessor.in_channels
+        self.mean = self.preprocessor.mean
+        self.std = self.preprocessor.std
         self.threshold = float(self.sidecar["postprocessing"]["threshold"])
 
     # -- preprocessing -------------------------------------------------------------------------------
 
+    @property
+    def plan(self) -> Preprocessor:
+        """The former name of :attr:`preprocessor`."""
+        return self.preprocessor
+
     def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """0..255 images already at ``image_size`` -> normalised float32 (B, C, S, S).
+        """Images -> normalised float32 (B, C, S, S) through the export's preprocessor, each resized directly to
+        ``image_size`` (no pixel spacing).
 
-        With reference preprocessing (sidecar ``preprocessing.kind``): uint8 (B, S, S, 3) BGR arrays as
-        ``cv2.imread`` + ``cv2.resize`` give them (or (B, S, S) gray) -> x / 255, channels B, G, R.
+        Takes (H, W), (H, W, 3), (B, H, W), (B, H, W, C) or (B, C, H, W), uint8 (or float 0..255 already at
+        ``image_size``). With reference preprocessing (sidecar ``preprocessing.kind``) a 3-channel image is BGR,
+        as ``cv2.imread`` gives it.
         """
-        if self.preprocessing == "reference":
-            from ..data.reference import reference_pixels, reference_tensor
-
-            arr = np.asarray(images)
-            arr = arr[None] if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 3) else arr
-            x = reference_tensor(np.stack([reference_pixels(a, self.image_size) for a in arr]))
-            self._check_images(x)
-            return x
+        pre = self.preprocessor
         x = np.asarray(images)
-        if x.ndim == 2:
+        if x.ndim == 2 or (x.ndim == 3 and x.shape[-1] == 3):  # one image
             x = x[None]
-        if x.ndim == 3:
-            x = x[:, None]
-        elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-            x = x.transpose(0, 3, 1, 2)
-        x = self.plan.normalise_batch(x)
-        self._check_images(x)
-        return x
+        if x.ndim == 4 and x.shape[1] in (1, 3, 4) and x.shape[-1] not in (1, 3, 4):
+            x = np.moveaxis(x, 1, -1)
+        if x.ndim == 4:
+            x = x[..., 0] if x.shape[-1] == 1 else x[..., :3]
+        batch = np.stack([pre.to_model(a, pre.geometry(a.shape[:2])) for a in x])
+        out = pre.to_tensor(batch)
+        self._check_images(out)
+        return out
 
     def _check_images(self, x: np.ndarray) -> None:
         want = (self.in_channels, self.image_size, self.image_size)
@@ -162,11 +141,9 @@ class OnnxSegmenter:
 
     def tokenize(self, notes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Notes -> (input_ids, attention_mask), int64 (N, L), padded to the longest note."""
-        if not self.uses_text:
+        if self.notes is None:
             raise ValueError("this export is image-only; it takes no notes")
-        from ..data.reference import fill_note
-
-        batch = self.tokenizer([fill_note(n, self.eof_fill) for n in notes], self.max_length, self.pad_to_max)
+        batch = self.notes(notes)
         return batch.input_ids.numpy().astype(np.int64), batch.attention_mask.numpy().astype(np.int64)
 
     def encode_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

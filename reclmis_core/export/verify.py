@@ -1,6 +1,6 @@
-"""``export --verify``: run an export (ONNX Runtime through the runtime predict uses, the re-loaded torch.export
-program, the re-loaded safetensors folder) against eager PyTorch on phantom images with different notes at batch
-1 and 3; it passes when max |logits difference| <= ``VERIFY_TOL``."""
+"""``export --verify``: run an export through ``open_runtime`` (the runtime predict, eval and bench use for it)
+against eager PyTorch on phantom images with different notes at batch 1 and 3; it passes when
+max |logits difference| <= ``VERIFY_TOL``."""
 
 from __future__ import annotations
 
@@ -62,37 +62,25 @@ def _compare(inf: Any, cfg: RunConfig, run: Callable[[Tensor, list[str]], np.nda
     return VerifyResult(passed=worst <= VERIFY_TOL, tolerance=VERIFY_TOL, max_abs_diff=worst, backend=backend, cases=cases)
 
 
-def verify_onnx(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
-    from ..runtime.onnx_runtime import OnnxRuntime
+def verify_export(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
+    """Open the written artefact with the runtime predict, eval and bench use (``open_runtime``, on the CPU) and
+    compare its logits with eager PyTorch's."""
+    from ..runtime.open import open_runtime
 
-    rt = OnnxRuntime(folder, "cpu")  # the runtime predict --backend onnx uses
+    rt = open_runtime(folder, "cpu")
 
     def run(images: Tensor, notes: list[str]) -> np.ndarray:
         feats, mask = rt.encode(notes) if rt.uses_text else (None, None)
-        return rt.segment(images, feats, mask).numpy()
+        return rt.segment(images, feats, mask).cpu().numpy()
 
-    return _compare(inf, cfg, run, "onnxruntime-cpu")
-
-
-def verify_torch_export(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
-    seg = torch.export.load(str(folder / "segmentation.pt2")).module()
-    text = torch.export.load(str(folder / "text_encoder.pt2")).module() if inf.seg.uses_text else None
-
-    def run(images: Tensor, notes: list[str]) -> np.ndarray:
-        with torch.no_grad():
-            if text is None:
-                return seg(images).numpy()
-            tok = inf.tokenize(notes)
-            return seg(images, text(tok.input_ids, tok.attention_mask), tok.attention_mask).numpy()
-
-    return _compare(inf, cfg, run, "torch.export")
+    return _compare(inf, cfg, run, f"{rt.name} (cpu)")
 
 
 def verify_safetensors(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
+    """:func:`verify_export`, and the reloaded model must hold no training-only module."""
     from ..engine.checkpoint import load_checkpoint
 
     model, _, _ = load_checkpoint(folder)
-    loaded = model.for_inference()
     if any(m is not None for m in (model.cvr, model.clr, model.interest)):
         raise ExportError(f"{folder}: the safetensors export rebuilt training-only modules")
-    return _compare(inf, cfg, lambda images, notes: _eager_logits(loaded, images, notes), "eager (reloaded)")
+    return verify_export(inf, cfg, folder)

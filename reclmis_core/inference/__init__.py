@@ -5,7 +5,8 @@ from .inputs import Failure, InputSpec, NoteTable, collect_inputs
 from .predictor import Prediction, Predictor
 from .run import PredictReport, run_predict
 from .writers import PredictOptions, check_formats, write_prediction
-from ..data.preprocess import Geometry, PreprocessPlan, plan_geometry, restore_map, to_model_pixels
+from ..data.preprocess import Geometry, plan_geometry, restore_map, to_model_pixels
+from ..data.preprocessor import PreprocessPlan, Preprocessor
 from ..engine.checkpoint import find_latest_checkpoint
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Prediction",
     "PreprocessPlan",
     "Predictor",
+    "Preprocessor",
     "check_formats",
     "collect_inputs",
     "find_latest_checkpoint",

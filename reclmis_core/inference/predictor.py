@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.intensity import parse_window, to_uint8
+from ..data.intensity import parse_window
 from ..data.meta import ImageMeta
-from ..data.readers import read_image
-from ..data.preprocess import Geometry, PreprocessPlan, input_spacing, restore_map
-from ..data.reference import bgr_to_rgb, read_reference_image, reference_pixels, reference_tensor
+from ..data.preprocess import Geometry
+from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError, DataError, ReclmisError
 from ..runtime.base import Runtime
 from .explain import Explanation
@@ -94,7 +93,8 @@ class Predictor:
     """Batched, note-cached inference at each input's own geometry.
 
     Args:
-        runtime: a :class:`~reclmis_core.runtime.base.Runtime` (or use :meth:`from_checkpoint` / :meth:`from_onnx`).
+        runtime: a :class:`~reclmis_core.runtime.base.Runtime` (or use :meth:`open`, :meth:`from_checkpoint`,
+            :meth:`from_onnx`).
         batch_size: 2-D images / slices per forward pass.
         note_cache: encode each distinct note once (keyed by its text); off re-encodes per batch.
         window: intensity window for DICOM/NIfTI (preset name, ``"C,W"`` or a pair); None = the file's own
@@ -122,14 +122,23 @@ class Predictor:
         self.stats = PredictStats()
 
     @classmethod
+    def open(cls, path: str | Path, device: str = "cpu", *, backend: str | None = None, precision: str = "fp32",
+             explain: bool = False, threads: int | None = None, **kwargs: Any) -> Predictor:
+        """Any artefact folder through :func:`~reclmis_core.runtime.open_runtime`: a checkpoint or safetensors
+        export (torch; ``precision`` fp32 | bf16 | fp16), an ONNX export (fp32 or int8, as written) or a
+        torch.export export. ``backend`` (torch | onnx | torch-export) makes a folder of another kind an error."""
+        from ..runtime.open import open_runtime
+
+        rt = open_runtime(path, device, precision, threads, explain, backend=backend)
+        if rt.cfg is not None:
+            kwargs.setdefault("batch_size", rt.cfg.infer.batch_size)
+        return cls(rt, source=str(path), **kwargs)
+
+    @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", explain: bool = False, precision: str = "fp32",
                         **kwargs: Any) -> Predictor:
         """Load a checkpoint folder (``model.safetensors`` + ``config.json``); ``precision`` fp32 | bf16 | fp16."""
-        from ..runtime.torch_runtime import TorchRuntime
-
-        rt = TorchRuntime.from_checkpoint(path, device, precision=precision, explain=explain)
-        kwargs.setdefault("batch_size", rt.cfg.infer.batch_size)
-        return cls(rt, source=str(path), **kwargs)
+        return cls.open(path, device, backend="torch", precision=precision, explain=explain, **kwargs)
 
     @classmethod
     def from_model(cls, model: Any, cfg: Any, device: str = "cpu", explain: bool = False, colour: bool = False,
@@ -137,16 +146,14 @@ class Predictor:
         """Wrap an in-memory ``RecLMIS`` (e.g. right after training, in a notebook)."""
         from ..runtime.torch_runtime import TorchRuntime
 
-        rt = TorchRuntime(model, cfg, device, explain=explain, plan=PreprocessPlan.from_config(cfg, colour))
+        rt = TorchRuntime(model, cfg, device, explain=explain, preprocessor=Preprocessor.from_config(cfg, colour))
         return cls(rt, **kwargs)
 
     @classmethod
     def from_onnx(cls, folder: str | Path, device: str = "cpu", threads: int | None = None, **kwargs: Any
                   ) -> Predictor:
         """Use exported ONNX graphs (``reclmis export --format onnx [--int8]``) through ONNX Runtime on ``device``."""
-        from ..runtime.onnx_runtime import OnnxRuntime
-
-        return cls(OnnxRuntime(Path(folder), device, threads), source=str(folder), **kwargs)
+        return cls.open(folder, device, backend="onnx", threads=threads, **kwargs)
 
     # -- properties ---------------------------------------------------------------------------------
 
@@ -160,13 +167,18 @@ class Predictor:
         return self.runtime.note_optional
 
     @property
-    def plan(self) -> PreprocessPlan:
+    def preprocessor(self) -> Preprocessor:
         """The checkpoint's (or export's) preprocessing."""
-        return self.runtime.plan
+        return self.runtime.preprocessor
+
+    @property
+    def plan(self) -> Preprocessor:
+        """The former name of :attr:`preprocessor`."""
+        return self.preprocessor
 
     @property
     def image_size(self) -> int:
-        return self.plan.image_size
+        return self.preprocessor.image_size
 
     @property
     def threshold(self) -> float:
@@ -237,46 +249,27 @@ class Predictor:
     # -- images -------------------------------------------------------------------------------------
 
     def _load(self, spec: InputSpec) -> tuple[ImageMeta, np.ndarray, Geometry, np.ndarray]:
-        """Read + 8-bit + model pixels: (meta, image8, geometry, uint8 model pixels (n, S, S[, 3]))."""
-        if spec.kind == "dicom-series":
-            from ..data.readers.dicom import read_dicom_series
-
-            arr, meta = read_dicom_series(spec.path, self.allow_uneven_slices)
-        else:
-            arr, meta = read_image(spec.path)
-        img8 = to_uint8(arr, meta, self.window)
-        slices = img8 if meta.is_volume else img8[None]
-        if meta.is_volume and img8.ndim != 3:
-            raise DataError(f"{spec.path}: unsupported volume layout {img8.shape}")
-        geom = self.plan.geometry(slices.shape[1:3], input_spacing(meta))
-        if self.runtime.preprocessing == "reference":
-            # The reference reads files with cv2.imread (BGR) and resizes with cv2.resize; volumes and DICOM,
-            # which it cannot read, go in as their 8-bit display slices. Padding/resampling for anisotropic
-            # spacing (geom) is not part of the reference, so only square-pixel inputs are reference-exact.
-            if meta.kind == "raster":
-                bgr = read_reference_image(spec.path)
-                slices, img8 = bgr[None], bgr_to_rgb(bgr)
-            pixels = np.stack([reference_pixels(s, self.plan.image_size) for s in slices])
-            return meta, img8, geom, pixels
-        pixels = np.stack([self.plan.model_pixels(s, geom) for s in slices])
-        return meta, img8, geom, pixels
+        """Read + model pixels through the preprocessor: (meta, display image, geometry, uint8 model pixels
+        (n, S, S[, 3]))."""
+        pre = self.preprocessor
+        slices, meta = pre.load(spec.path, self.window, self.allow_uneven_slices)
+        geom = pre.geometry(slices.shape[1:3], meta)
+        pixels = np.stack([pre.to_model(s, geom) for s in slices])
+        return meta, pre.display(slices, meta), geom, pixels
 
     def _batch_tensor(self, pixels: list[np.ndarray]) -> torch.Tensor:
-        if self.runtime.preprocessing == "reference":
-            return torch.from_numpy(reference_tensor(np.stack(pixels)))
-        return torch.from_numpy(np.stack([self.plan.normalise(p) for p in pixels]))
+        return torch.from_numpy(self.preprocessor.to_tensor(np.stack(pixels)))
 
     def predict_arrays(self, images: Sequence[np.ndarray], notes: Sequence[str]) -> list[np.ndarray]:
         """Probabilities for in-memory 8-bit images (each (H, W) or (H, W, 3)) at their own size; no spacing.
         With ``data.preprocessing=reference`` a 3-channel array is taken as BGR, as ``cv2.imread`` returns it."""
+        pre = self.preprocessor
         out = []
         for img, note in zip(images, notes):
-            geom = self.plan.geometry(img.shape[:2], None)
-            img = np.asarray(img, dtype=np.uint8)
-            pixels = (reference_pixels(img, self.plan.image_size) if self.runtime.preprocessing == "reference"
-                      else self.plan.model_pixels(img, geom))
-            probs, _, _ = self._run([pixels], [note])
-            out.append(restore_map(probs[0], geom))
+            slices, meta = pre.load(np.asarray(img))
+            geom = pre.geometry(slices.shape[1:3], meta)
+            probs, _, _ = self._run([pre.to_model(slices[0], geom)], [note])
+            out.append(pre.restore(probs[0], geom))
         return out
 
     def _run(self, pixels: list[np.ndarray], notes: list[str]
@@ -351,7 +344,7 @@ class Predictor:
 
         def finish(idx: int) -> Prediction:
             p = pending.pop(idx)
-            prob = np.stack([restore_map(s, p.geometry) for s in p.probs])
+            prob = np.stack([self.preprocessor.restore(s, p.geometry) for s in p.probs])
             if not p.meta.is_volume:
                 prob = prob[0]
             return Prediction(p.spec, p.note, p.meta, p.image8, prob, p.geometry,

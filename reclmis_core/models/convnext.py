@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config_schema import ModelConfig
 from ..errors import CheckpointError
 from .image_encoders import ImageEncoder, register_image_encoder
 

@@ -24,7 +24,7 @@ from typing import ClassVar, TypeVar
 
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config_schema import ModelConfig
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -77,8 +77,3 @@ def build_image_encoder(cfg: ModelConfig) -> ImageEncoder:
         raise RuntimeError(f"image encoder '{cfg.image_encoder}' built stages of {tuple(encoder.out_channels)} "
                            f"channels but describes {tuple(cls.feature_channels(cfg))}")
     return encoder
-
-
-# The built-in encoders register on import, in this order (one import per line, so that a sorter keeps it).
-from . import unet  # noqa: E402, F401, I001
-from . import convnext  # noqa: E402, F401, I001

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config_schema import ModelConfig
 from ..data.reference import fill_note
 from ..errors import ConfigError
 from .image_encoders import build_image_encoder

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config_schema import ModelConfig
 from .image_encoders import ImageEncoder, register_image_encoder
 from .layers import Attention
 

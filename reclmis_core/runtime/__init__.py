@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:  # lazy: torch / onnxruntime only when a runt
 
         return OnnxRuntime
     if name == "open_runtime":
-        from .base import open_runtime
+        from .open import open_runtime
 
         return open_runtime
     raise AttributeError(name)

@@ -17,7 +17,7 @@ from ..registry import Registry
 @dataclass(frozen=True)
 class BackendSpec:
     name: str
-    runtime: str  # torch | onnx
+    runtime: str  # torch | onnx | torch-export (reclmis_core.artefacts.RUNTIMES)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (torch) ; fp32 | int8 (onnx segmentation graph)
     fast: bool = False  # torch: Conv+BN folded, channels-last
     compile: bool = False  # torch: torch.compile (inductor) of the segmentation network
@@ -35,6 +35,7 @@ _SPECS = (
     BackendSpec("onnx", "onnx", description="ONNX Runtime fp32 (ORT_ENABLE_ALL), CPU or CUDA provider"),
     BackendSpec("onnx-int8", "onnx", "int8",
                 description="ONNX Runtime, static QDQ int8 convolutions (per-channel), fp32 text encoder"),
+    BackendSpec("torch-export", "torch-export", description="torch.export programs (.pt2) re-loaded, fp32"),
     BackendSpec("compile", "torch", fast=True, compile=True,
                 description="torch.compile (inductor) fp32 of the segmentation network; text encoder eager"),
     BackendSpec("compile-bf16", "torch", "bf16", fast=True, compile=True,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..data.preprocess import PreprocessPlan
-from ..errors import ConfigError
+from ..data.preprocessor import Preprocessor
 
 
 class Runtime:
@@ -16,20 +14,20 @@ class Runtime:
 
     Attributes set by the implementations:
         name: ``torch`` or ``onnx``; ``description``: one line for reports.
-        plan: the preprocessing the model was trained with (``PreprocessPlan``).
-        preprocessing: ``reclmis`` or ``reference`` (the public code's, see ``reclmis_core.data.reference``).
+        preprocessor: the preprocessing the model was trained with (a ``Preprocessor``: ``reclmis`` or
+            ``reference``, the public code's); what turns a file into this runtime's input.
         threshold: the checkpoint's (or export's) ``infer.threshold``.
         uses_text: the model is text-guided; ``note_optional``: it was also trained without notes.
         tokenizer, max_length: the note tokenizer and its length (None / 0 for image-only models).
         device: where ``segment``'s inputs go (CPU for ONNX Runtime, whose provider picks the device).
         model_cfg: the model config (sizes the thread default) or None (an export carries none).
+        cfg: the checkpoint's run config, or None (an export carries none).
         explain: :meth:`segment` also returns W_poi / W_woi.
     """
 
     name = "runtime"
     description = ""
-    plan: PreprocessPlan
-    preprocessing = "reclmis"
+    preprocessor: Preprocessor
     threshold = 0.5
     uses_text = False
     note_optional = False
@@ -37,8 +35,19 @@ class Runtime:
     max_length = 0
     device = torch.device("cpu")
     model_cfg: Any = None
+    cfg: Any = None  # the checkpoint's RunConfig (TorchRuntime); None for an export, which carries none
     explain = False
     precision = "fp32"  # fp32 | bf16 | fp16 (torch autocast) | int8 (an int8 ONNX export)
+
+    @property
+    def plan(self) -> Preprocessor:
+        """The former name of :attr:`preprocessor`."""
+        return self.preprocessor
+
+    @property
+    def preprocessing(self) -> str:
+        """The preprocessor's kind: ``reclmis`` or ``reference``."""
+        return self.preprocessor.kind
 
     def tokenize(self, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Notes -> (input_ids, attention_mask), int64 (N, L)."""
@@ -62,22 +71,3 @@ class Runtime:
                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(logits, W_poi, W_woi); only runtimes built with ``explain=True`` have the interest weights."""
         return self.segment(images, feats, mask), None, None
-
-
-def open_runtime(path: str | Path, device: str = "auto", precision: str = "fp32", threads: int | None = None,
-                 explain: bool = False) -> Runtime:
-    """A checkpoint folder (``config.json`` + ``model.safetensors``) -> TorchRuntime; an ONNX export folder
-    (``reclmis_export.json``) -> OnnxRuntime. ConfigError/CheckpointError for anything else."""
-    from ..export.onnx import SIDECAR
-
-    folder = Path(path)
-    if (folder / SIDECAR).is_file():
-        if precision != "fp32":
-            raise ConfigError(f"--precision {precision} is for the torch backend; an ONNX export runs at the "
-                              "precision it was exported with (reclmis export --format onnx --int8 for int8)")
-        from .onnx_runtime import OnnxRuntime
-
-        return OnnxRuntime(folder, device, threads)
-    from .torch_runtime import TorchRuntime
-
-    return TorchRuntime.from_checkpoint(folder, device, precision=precision, explain=explain)

@@ -41,11 +41,10 @@ class OnnxRuntime(Runtime):
             raise ConfigError(f"--device {device}: ONNX Runtime could not start {wanted} (running on "
                               f"{', '.join(self.seg.providers)}); check the CUDA/cuDNN libraries or use --device cpu")
         self.device = torch.device("cpu")
-        self.plan = self.seg.plan
+        self.preprocessor = self.seg.preprocessor
         self.threshold = float(self.seg.threshold)
         self.uses_text = bool(self.seg.uses_text)
         self.note_optional = bool(self.seg.sidecar.get("note_optional", False))
-        self.preprocessing = self.seg.preprocessing
         self.tokenizer = self.seg.tokenizer
         self.max_length = int(self.seg.max_length)
         quant = self.seg.sidecar.get("quantization") or {}

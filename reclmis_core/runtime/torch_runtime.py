@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.preprocess import PreprocessPlan
+from ..data.preprocessor import Preprocessor
 from ..device import autocast_dtype, resolve_device
 from ..errors import ConfigError
 from .base import Runtime
@@ -45,26 +45,25 @@ class TorchRuntime(Runtime):
             ~1e-6, so the exact model-as-built path stays the default).
         compile: ``torch.compile`` the segmentation network (inductor).
         explain: also return W_poi/W_woi (needs the training-only interest module).
-        plan: the preprocessing (default: from ``cfg``).
+        preprocessor: the preprocessing (default: from ``cfg``, gray).
     """
 
     name = "torch"
 
     def __init__(self, model: Any, cfg: Any, device: Any = "auto", *, precision: str = "fp32",
                  fast: bool | None = None, compile: bool = False, explain: bool = False,
-                 plan: PreprocessPlan | None = None) -> None:
+                 preprocessor: Preprocessor | None = None) -> None:
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(precision, self.device)
         self.precision = precision
         self.cfg = cfg
         self.model = model.to(self.device).eval()
         self.infer = model.for_inference()
-        self.plan = plan or PreprocessPlan.from_config(cfg)
+        self.preprocessor = preprocessor or Preprocessor.from_config(cfg)
         self.threshold = float(cfg.infer.threshold)
         self.uses_text = bool(model.seg.uses_text)
         self.note_optional = self.uses_text and cfg.train.note_dropout > 0
         self.model_cfg = cfg.model
-        self.preprocessing = cfg.data.preprocessing
         self.max_length = model.max_length if self.uses_text else 0
         self.tokenizer = model.tokenizer if self.uses_text else None
         self.explain = explain
@@ -90,13 +89,13 @@ class TorchRuntime(Runtime):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: Any = "auto", *, precision: str = "fp32",
-                        explain: bool = False) -> TorchRuntime:
+                        explain: bool = False, fast: bool | None = None, compile: bool = False) -> TorchRuntime:
         """Load a checkpoint folder (``model.safetensors`` + ``config.json``) with its stored preprocessing."""
         from ..engine.checkpoint import load_checkpoint
 
         model, cfg, doc = load_checkpoint(path)
-        return cls(model, cfg, device, precision=precision, explain=explain,
-                   plan=PreprocessPlan.from_checkpoint(cfg, doc))
+        return cls(model, cfg, device, precision=precision, explain=explain, fast=fast, compile=compile,
+                   preprocessor=Preprocessor.from_checkpoint(cfg, doc))
 
     def _autocast(self) -> Any:
         if self.dtype is None:

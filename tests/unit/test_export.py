@@ -106,7 +106,7 @@ def test_onnx_segmenter_matches_eager_and_encodes_each_note_once(onnx_export, ti
 
 def test_onnx_runtime_preprocesses_colour_like_training_and_predict(onnx_export, tiny_ckpt):
     """RGB -> gray by luminance (not channel mean), honouring the sidecar's colour flag, as the Dataset does."""
-    from reclmis_core.data.preprocess import PreprocessPlan
+    from reclmis_core.data.preprocessor import PreprocessPlan
     from reclmis_core.export.runtime import OnnxSegmenter
 
     _, out = onnx_export

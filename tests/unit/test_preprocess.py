@@ -14,7 +14,8 @@ from PIL import Image
 from reclmis_core.config import build_config
 from reclmis_core.data.dataset import ManifestDataset
 from reclmis_core.data.prepare import PrepareOptions, prepare_dataset
-from reclmis_core.data.preprocess import PreprocessPlan, luminance, normalise_batch
+from reclmis_core.data.preprocess import luminance, normalise_batch
+from reclmis_core.data.preprocessor import PreprocessPlan
 from reclmis_core.inference import Predictor, collect_inputs
 from reclmis_core.models import build_model
 

@@ -19,6 +19,7 @@ from reclmis_core.export import SAMPLE_NOTES, ExportError, export_model, sample_
 from reclmis_core.metrics.dice import dice_iou_per_image
 from reclmis_core.models import build_model
 from reclmis_core.runtime.backends import BACKENDS, PREDICT_BACKENDS, backend_spec
+from reclmis_core.runtime import open_runtime
 from reclmis_core.runtime.torch_runtime import TorchRuntime
 
 
@@ -71,7 +72,7 @@ def test_precision_rules():
 
 
 def test_backend_table_is_the_one_list():
-    assert PREDICT_BACKENDS == CLI_BACKENDS == ("torch", "onnx")
+    assert PREDICT_BACKENDS == CLI_BACKENDS == ("torch", "onnx", "torch-export")
     assert {b.runtime for _, b in BACKENDS.items()} == set(PREDICT_BACKENDS)
     with pytest.raises(ConfigError, match="Did you mean 'eager'.*Available: eager"):
         backend_spec("eagr")
@@ -153,3 +154,42 @@ def test_read_ahead_workers_give_the_same_predictions_in_order(tiny, tmp_path):
     assert [r.spec.stem for r in results[0]] == [r.spec.stem for r in results[3]] == [s.stem for s in specs]
     for a, b in zip(results[0], results[3]):
         assert np.array_equal(a.prob, b.prob)
+
+
+def test_every_exported_artefact_can_be_written_verified_predicted_and_benchmarked():
+    """The artefact table is the one list: each kind export writes has a writer, a verifier, a runtime that
+    predict's --backend names and a bench backend."""
+    from reclmis_core.artefacts import ARTEFACTS, EXPORT_FORMATS
+    from reclmis_core.export import FORMATS as EXPORTS
+
+    assert set(EXPORTS) == set(EXPORT_FORMATS) == {"onnx", "torch-export", "safetensors"}
+    bench_runtimes = {b.runtime for _, b in BACKENDS.items()}
+    for name in EXPORT_FORMATS:
+        spec = ARTEFACTS.get(name)
+        assert EXPORTS[name].writer and EXPORTS[name].verifier and EXPORTS[name].artefact is spec
+        assert spec.runtime in PREDICT_BACKENDS and spec.runtime in bench_runtimes
+
+
+def test_torch_export_artefact_is_predicted_and_benchmarked(tmp_path, tiny_cfg, notes):
+    """A torch.export artefact could be written but neither predicted nor benchmarked; now open_runtime opens it."""
+    from reclmis_core.bench.latency import BenchContext, build_runtime
+    from reclmis_core.data.preprocessor import Preprocessor
+    from reclmis_core.inference import Predictor
+    from reclmis_core.runtime.export_runtime import TorchExportRuntime
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg.model, corpus=notes).eval()
+    ckpt = save_checkpoint(model, tiny_cfg, tmp_path / "ckpt",
+                           {"preprocessing": Preprocessor.from_config(tiny_cfg, colour=True).to_dict()})
+    res = export_model(ckpt, "torch-export", tmp_path / "pt2", verify=True)
+    assert res.verify.passed
+    rt = open_runtime(tmp_path / "pt2", "cpu")
+    assert isinstance(rt, TorchExportRuntime) and rt.preprocessor.colour is True
+    with pytest.raises(ConfigError, match="--backend torch-export"):
+        open_runtime(tmp_path / "pt2", "cpu", backend="onnx")
+    image = np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)
+    eager = Predictor.from_checkpoint(ckpt).predict_arrays([image], notes[:1])[0]
+    exported = Predictor.open(tmp_path / "pt2", backend="torch-export").predict_arrays([image], notes[:1])[0]
+    np.testing.assert_allclose(exported, eager, atol=1e-5)
+    ctx = BenchContext(model, tiny_cfg, Preprocessor.from_config(tiny_cfg), torch.device("cpu"), tmp_path / "bench")
+    assert isinstance(build_runtime("torch-export", ctx), TorchExportRuntime)

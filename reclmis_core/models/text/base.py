@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from ...config import TextConfig
+    from ...config_schema import TextConfig
 
 log = logging.getLogger(__name__)
 

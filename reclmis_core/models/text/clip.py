@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from ...config import TextConfig
+from ...config_schema import TextConfig
 from ...errors import CheckpointError, ConfigError
 from .base import NoteTokenizer, TextTower
 from .registry import register_text_encoder

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ...config import TextConfig
+from ...config_schema import TextConfig
 from ...errors import CheckpointError, ConfigError
 from .base import NoteTokenizer, TextTower
 from .registry import register_text_encoder

@@ -17,14 +17,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...config import TextConfig
+from ...config_schema import TextConfig
+from ...data.reference import fill_note
 from ...errors import CheckpointError, ConfigError
 from ...registry import Registry
-from .base import NoteTokenizer, TextTower
+from .base import NoteTokenizer, TextTower, TokenBatch
 
 NO_TEXT = "none"  # model.text.encoder for the image-only model (no tower)
 
@@ -141,8 +143,22 @@ def build_tokenizer(desc: dict[str, Any], folder: Path, max_length: int) -> Note
     return cls.from_description(desc, folder, max_length)
 
 
-# The built-in towers register on import, in this order (one import per line, so that a sorter keeps it).
-from . import clip  # noqa: E402, F401, I001
-from . import minilm  # noqa: E402, F401, I001
-from . import scratch  # noqa: E402, F401, I001
-from . import hf  # noqa: E402, F401, I001
+@dataclass(frozen=True)
+class ExportedTokenizer:
+    """The note tokenizer an export's sidecar describes (its ``text`` section): tokenizer, length, padding and the
+    reference's word fill; the ONNX and torch.export runtimes tokenize through it, exactly as training did."""
+
+    tokenizer: NoteTokenizer
+    max_length: int
+    pad_to_max: bool = False
+    eof_fill: int = 0
+
+    @classmethod
+    def from_sidecar(cls, text: dict[str, Any], folder: Path) -> ExportedTokenizer:
+        max_length = int(text["max_length"])
+        return cls(build_tokenizer(text["tokenizer"], folder, max_length), max_length,
+                   bool(text.get("pad_to_max", False)), int(text.get("eof_fill", 0)))
+
+    def __call__(self, notes: Sequence[str]) -> TokenBatch:
+        """Notes -> token ids + attention mask (int64 (N, L), padded to the longest note or to max_length)."""
+        return self.tokenizer([fill_note(n, self.eof_fill) for n in notes], self.max_length, self.pad_to_max)

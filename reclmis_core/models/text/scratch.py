@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...config import TextConfig
+from ...config_schema import TextConfig
 from ...errors import ConfigError
 from ..layers import Attention, FeedForward
 from .base import NoteTokenizer, TextTower
