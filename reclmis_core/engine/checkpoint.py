@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from .. import __version__
 from ..config import RunConfig, config_from_dict, config_to_dict, deep_merge, migrate_renamed_keys
 from ..errors import CheckpointError, ReclmisError
+from ..model_card import checkpoint_card
 from ..models import RecLMIS, build_model
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: d
         "meta": meta or {},
     }
     (folder / CONFIG).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    checkpoint_card(folder, doc["config"], doc["meta"])  # README.md with Hugging Face metadata
 
 
 def replace_folder(tmp: Path, dest: Path) -> None:
