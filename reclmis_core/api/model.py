@@ -298,6 +298,8 @@ class Model:
         for _, res in found:
             res.entry = entries.get(res.input)
             res.files = dict(res.entry["outputs"]) if res.entry else {}
+        if report.failures and not report.entries and len(report.failures) == 1:
+            raise DataError(report.failures[0].error)
         if report.failures:
             raise DataError(f"{len(report.failures)} of {report.n_ok + len(report.failures)} inputs failed ("
                             + "; ".join(f.error for f in report.failures) + f"); the others are in {out}")
