@@ -102,5 +102,5 @@ def serve(model: Model, host: str = "127.0.0.1", port: int = 7860, *,
     _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
                             share=False, show_error=False, ssr_mode=False, mcp_server=False,
                             allowed_paths=[str(session.work_dir)], theme=page_theme(),
-                            footer_links=[])
+                            footer_links=[], run_history=False)  # no run history: nothing saved or sent
     return demo, session, url
