@@ -52,7 +52,7 @@ def _data_summary(root: str | None) -> dict[str, Any]:
     if not root:
         return {"name": "unknown"}
     info = _read_json(Path(root) / "dataset.json") or {}
-    name = Path(root).name
+    name = "/".join(Path(root).parts[-2:])  # the folder and its parent: "sample/data" says more than "data"
     if info.get("synthetic"):
         name = f"{name} (synthetic phantoms)"
     return {"name": name, "layout": info.get("layout"), "counts": info.get("counts"), "size": info.get("size")}

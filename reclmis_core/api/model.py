@@ -130,13 +130,9 @@ def load(path_or_hub_id: str | Path, *, device: str = "auto", explain: bool = Fa
 
 
 def _is_image(item: Any) -> bool:
-    if isinstance(item, np.ndarray):
-        return True
-    try:
-        from PIL import Image
-    except ImportError:  # pillow is a dependency; without it no PIL image can be passed either
-        return False
-    return isinstance(item, Image.Image)
+    from PIL import Image
+
+    return isinstance(item, (np.ndarray, Image.Image))
 
 
 def _as_array(item: Any, index: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """`reclmis app` in a real browser (issue 23): headless Chromium loads the page, uploads a sample image, types a
 note, presses Segment and sees the overlay. The screenshot is saved next to the test's files, and to
-``$RECLMIS_APP_SCREENSHOT`` when set (how docs/app.png is made)."""
+``$RECLMIS_APP_SCREENSHOT`` when set; ``$RECLMIS_APP_CHECKPOINT`` serves a trained checkpoint instead of the
+untrained tiny one (docs/app.png: the quickstart's runs/sample-tiny/best)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "reclmis_core" / "sample_data" / "Test_Folder" / "img"
-NOTE = "Unilateral pulmonary infection, one infected area, middle right lung."
+NOTE = "Unilateral pulmonary infection, one infected area, middle left lung."
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1400,1000"]
@@ -38,10 +39,12 @@ def page_url(tmp_path_factory):
     from reclmis_core.models import build_model
     from tests.e2e.test_app import _free_port
 
-    torch.manual_seed(0)
-    cfg = build_config("tiny", overrides={"model": {"image_size": 32}})
     root = tmp_path_factory.mktemp("browser")
-    ckpt = save_checkpoint(build_model(cfg.model, corpus=[NOTE] * 3), cfg, root / "tiny" / "best")
+    ckpt = os.environ.get("RECLMIS_APP_CHECKPOINT")
+    if not ckpt:
+        torch.manual_seed(0)
+        cfg = build_config("tiny", overrides={"model": {"image_size": 32}})
+        ckpt = save_checkpoint(build_model(cfg.model, corpus=[NOTE] * 3), cfg, root / "tiny" / "best")
     demo, _, url = serve(reclmis_core.load(ckpt, device="cpu", explain=True), "127.0.0.1", _free_port(),
                          work_dir=root / "work")
     yield url
@@ -83,6 +86,10 @@ def test_upload_note_segment_shows_the_overlay(page_url, browser, tmp_path):
     assert overlay.size["width"] > 50 and overlay.size["height"] > 50
     assert browser.find_element(By.CSS_SELECTOR, "#wpoi img").is_displayed()
     assert "Traceback" not in browser.page_source
+    # no network beyond the server: every script, style, font and image the page loaded came from it
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    origin = page_url.rstrip("/")
+    assert loaded and [u for u in loaded if not u.startswith((origin, "data:", "blob:"))] == []
     shot = tmp_path / "app.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000

@@ -1,5 +1,6 @@
 """docs/python.md runs as written (issue 23): every ```python block, in order, in one namespace, from a folder
-holding what the README's quickstart leaves behind (the workspace of test_readme_examples.py)."""
+holding what the README's quickstart leaves behind (the workspace of test_readme_examples.py); so does the
+README's "From Python" block."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.e2e.test_readme_examples import _workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "python.md"
+README = ROOT / "README.md"
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
@@ -50,14 +52,24 @@ def test_the_page_is_a_tour():
         assert call in code, f"docs/python.md no longer shows {call}"
 
 
-def test_every_python_block_runs(workspace):
+def _run_blocks(path: Path) -> None:
     namespace: dict[str, object] = {"__name__": "docs_python"}
-    for line, code in python_blocks(PAGE):
+    for line, code in python_blocks(path):
+        where = f"{path.relative_to(ROOT)}:{line}"
         try:
-            exec(compile(code, f"docs/python.md:{line}", "exec"), namespace)  # noqa: S102 - the docs' own code
+            exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the docs' own code
         except Exception as exc:  # noqa: BLE001 - report which block failed, with its error
-            raise AssertionError(f"docs/python.md:{line}: {type(exc).__name__}: {exc}") from exc
+            raise AssertionError(f"{where}: {type(exc).__name__}: {exc}") from exc
+
+
+def test_every_python_block_runs(workspace):
+    _run_blocks(PAGE)
     assert (workspace / "runs" / "python-tiny" / "best" / "README.md").is_file()
     assert (workspace / "exports" / "python-tiny" / "README.md").is_file()
     assert (workspace / "runs" / "predict" / "ct" / "ct_series_seg.dcm").is_file()
     assert os.listdir(workspace / "runs" / "predict" / "python")
+
+
+def test_the_readme_python_block_runs(workspace):
+    assert len(python_blocks(README)) == 1
+    _run_blocks(README)

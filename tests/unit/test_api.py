@@ -175,3 +175,16 @@ def test_checkpoint_folders_carry_a_model_card(ckpt):
     assert front["library_name"] == "reclmis" and front["pipeline_tag"] == "image-segmentation"
     for heading in ("## Training data", "## Metrics", "## Intended use", "## Limits"):
         assert heading in text
+
+
+def test_train_checks_a_table_before_any_work(tmp_path):
+    import pandas as pd
+
+    with pytest.raises(DataError, match="needs columns image, mask, note.*missing: mask"):
+        reclmis_core.train(pd.DataFrame({"image": ["a.png"], "note": ["x"]}), out=tmp_path / "run")
+    with pytest.raises(DataError, match="row 0: image .*nope.png is not a file"):
+        reclmis_core.train(pd.DataFrame({"image": [tmp_path / "nope.png"], "mask": [tmp_path / "m.png"],
+                                         "note": ["x"]}), out=tmp_path / "run")
+    with pytest.raises(ConfigError, match="^data must be"):
+        reclmis_core.train(42)
+    assert not (tmp_path / "run" / "best").exists()
