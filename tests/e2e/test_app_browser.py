@@ -1,7 +1,7 @@
 """`reclmis app` in a real browser (issue 23): headless Chromium loads the page, uploads a sample image, types a
 note, presses Segment and sees the overlay. The screenshot is saved next to the test's files, and to
 ``$RECLMIS_APP_SCREENSHOT`` when set; ``$RECLMIS_APP_CHECKPOINT`` serves a trained checkpoint instead of the
-untrained tiny one (docs/app.png: the quickstart's runs/sample-tiny/best)."""
+untrained tiny one (docs/app.png: `reclmis train --dataset sample --epochs 25`)."""
 
 from __future__ import annotations
 
