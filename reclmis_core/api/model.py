@@ -347,7 +347,7 @@ class Model:
         elif str(data) in DATASETS.names():
             data = resolve_dataset(str(data), image_size=self.image_size)
         else:
-            data = check_data_dir(data)
+            data = check_data_dir(data, flag="data=")
         result, _ = evaluate_checkpoint(ckpt, data, split, text, seed=seed, batch_size=batch_size,
                                         threshold=threshold, device=device)
         return result

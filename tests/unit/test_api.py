@@ -127,8 +127,10 @@ def test_errors_name_python_arguments(ckpt, inputs, tmp_path):
         reclmis_core.load(ckpt, precision="fp8")
     with pytest.raises(CheckpointError, match="path_or_hub_id: checkpoint not found"):
         reclmis_core.load(tmp_path / "a" / "b" / "c")
-    with pytest.raises(ConfigError, match="evaluate needs a checkpoint|text must be"):
+    with pytest.raises(ConfigError, match="^text must be one of"):
         model.evaluate(text="backwards")
+    with pytest.raises(DataError, match="^data= .*nowhere: folder not found"):
+        model.evaluate(tmp_path / "nowhere")
 
 
 def test_config_section_sets_what_the_call_does_not_give(ckpt, inputs, tmp_path):
