@@ -10,7 +10,7 @@ import typer
 
 from reclmis_core import __version__
 
-from .commands import bench, convert, env, eval as eval_cmd, export, notes, predict, prepare, train
+from .commands import app as app_cmd, bench, convert, env, eval as eval_cmd, export, notes, predict, prepare, train
 from .console import reset_logging_state, setup_logging
 from .options import CONTEXT, Command, Group
 
@@ -44,7 +44,7 @@ def main(
 for _name, _fn in (("prepare", prepare.prepare), ("train", train.train), ("eval", eval_cmd.eval_),
                    ("predict", predict.predict), ("export", export.export), ("bench", bench.bench),
                    ("env", env.env), ("convert-clip", convert.convert_clip), ("notes", notes.notes),
-                   ("convert-reference", convert.convert_reference)):
+                   ("convert-reference", convert.convert_reference), ("app", app_cmd.app_)):
     app.command(_name, cls=Command, context_settings=CONTEXT)(_fn)
 
 if __name__ == "__main__":

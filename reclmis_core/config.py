@@ -155,7 +155,7 @@ def save_yaml(cfg: RunConfig, path: str | Path) -> None:
 
 #: Sections of a ``--config`` file for the commands other than train, keyed by their long option names, e.g.
 #: ``predict: {threshold: 0.4, format: nifti}``; ``train`` reads the RunConfig sections (model, data, train, ...).
-COMMAND_SECTIONS = ("prepare", "eval", "predict", "export", "bench", "env", "convert-clip", "notes",
+COMMAND_SECTIONS = ("prepare", "eval", "predict", "export", "bench", "env", "convert-clip", "notes", "app",
                     "convert-reference")
 
 

@@ -32,6 +32,7 @@ from ..artefacts import (  # noqa: F401  (CONFIG, FORMAT_VERSION, MODEL_CLASS: n
 )
 from ..config import RunConfig, config_from_dict, config_to_dict, deep_merge, migrate_renamed_keys
 from ..errors import CheckpointError, ReclmisError
+from ..model_card import checkpoint_card
 from ..models import RecLMIS, build_model
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,11 @@ _DEFAULTS_BEFORE = {1: {"model": {"ci_order": "reference"}}}
 def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: dict[str, Any] | None = None) -> None:
     """Write weights and config into an existing (temporary) folder."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.checkpoint_state_dict().items()}
-    write_checkpoint_document(folder, state, config_to_dict(cfg), max_length=model.max_length,
+    config = config_to_dict(cfg)
+    write_checkpoint_document(folder, state, config, max_length=model.max_length,
                               excluded=bool(model.persistent_keys_excluded()), text_state=model.text_state(),
                               meta=meta or {})
+    checkpoint_card(folder, config, meta or {})  # README.md with Hugging Face metadata
 
 
 def replace_folder(tmp: Path, dest: Path) -> None:

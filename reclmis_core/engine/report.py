@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..model_card import refresh_run_cards
 from ..utils import atomic_write_bytes, atomic_write_text
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -102,3 +103,4 @@ def write_run_report(run_dir: str | Path, history: Sequence[dict[str, float]], *
     atomic_write_text(run_dir / "results.json", json.dumps(doc, indent=2) + "\n")
     title = f"{run_dir.name}: best val Dice {doc['best_val_dice']:.4f} at epoch {doc['best_epoch']}"
     atomic_write_bytes(run_dir / "results.png", render_curves(history, title))
+    refresh_run_cards(run_dir)  # the checkpoints' README.md cite results.json

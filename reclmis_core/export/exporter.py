@@ -47,6 +47,7 @@ from ..artefacts import (
 from ..config import RunConfig, config_to_dict
 from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError
+from ..model_card import export_card
 from ..utils import drop_log_messages
 from .onnx import DEFAULT_OPSET, ExportError, _dims, export_onnx, onnx_initializer_params
 from .quantize import DEFAULT_CALIB_IMAGES, DEFAULT_MIN_DICE
@@ -398,6 +399,7 @@ def export_model(
             final = int8_tmp
         from ..engine.checkpoint import replace_folder
 
+        export_card(final, config_to_dict(run_cfg), source, fmt, result.files)  # README.md, Hugging Face metadata
         replace_folder(final, dest)
     finally:
         for folder in (tmp, int8_tmp):

@@ -61,9 +61,11 @@ def run_predict(
     failures: Sequence[Failure] = (),
     progress: ProgressFn | None = None,
     backend: str = "torch",
+    on_result: Callable[[Prediction], None] | None = None,
 ) -> PredictReport:
     """Predict every input, write its files into ``out_dir`` and ``predictions.json``; never raises for one
-    bad input (it becomes a Failure and writes nothing)."""
+    bad input (it becomes a Failure and writes nothing). ``on_result`` sees each :class:`Prediction` (the
+    Python API keeps them)."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +90,8 @@ def run_predict(
                 log.warning("%s", res.error)
                 failed.append(res)
                 continue
+            if on_result is not None:
+                on_result(res)
             writes.append((res, writer.submit(write_prediction, res, out_dir, opts)))
             while writes and writes[0][1].done():
                 _collect(writes.pop(0), entries, failed)

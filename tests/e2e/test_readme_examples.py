@@ -79,6 +79,7 @@ SKIPPED: dict[str, str] = {
     "reclmis train --data data/qata": "real dataset (QaTa-COV19), paper-size training",
     "reclmis predict scans/": "placeholder folder (scans/) and a paper-preset QaTa training or its export",
     "reclmis export -c runs/qata-paper/best": "needs the paper-preset QaTa training and QaTa for calibration",
+    "reclmis app": "serves a page until stopped (Ctrl-C); tests/e2e/test_app.py and test_app_browser.py serve it",
 }
 
 
