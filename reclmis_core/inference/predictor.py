@@ -241,7 +241,7 @@ class Predictor:
         if spec.kind == "dicom-series":
             from ..data.readers.dicom import read_dicom_series
 
-            arr, meta = read_dicom_series(spec.path, self.allow_uneven_slices)
+            arr, meta = read_dicom_series(spec.path, self.allow_uneven_slices, spec.files, spec.series)
         else:
             arr, meta = read_image(spec.path)
         img8 = to_uint8(arr, meta, self.window)
