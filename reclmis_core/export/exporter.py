@@ -327,9 +327,10 @@ def export_model(
         opset: ONNX opset (onnx only).
         overwrite: replace an existing ``out`` (else ConfigError, checked before any work).
         int8: (onnx) make the segmentation graph static int8 (``reclmis_core.export.quantize``), calibrated on
-            ``calib_images`` images of the prepared folder ``calib`` (phantoms when None, with a warning). With
-            ``verify``, refuse (ExportError, nothing written) when the int8 masks' mean Dice vs fp32 on the
-            calibration images is below ``int8_min_dice``.
+            ``calib_images`` images of the prepared folder ``calib`` (phantoms when None, with a warning); refuse
+            (ExportError, nothing written) when the int8 masks' mean Dice vs fp32 on held-out images (not the
+            calibration ones; pairs empty in both not counted) is below ``int8_min_dice`` (0: accept, stated in
+            the sidecar).
 
     Returns:
         ExportResult with the files, size, parameter counts and the verification details.
@@ -392,7 +393,7 @@ def export_model(
         final = tmp
         if int8:
             int8_tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.int8-", dir=dest.parent))
-            _quantize_into(int8_tmp, inf, run_cfg, tmp, dest, result, verify, calib, calib_images, int8_min_dice)
+            _quantize_into(int8_tmp, inf, run_cfg, tmp, dest, result, calib, calib_images, int8_min_dice)
             final = int8_tmp
         from ..engine.checkpoint import replace_folder
 
@@ -406,25 +407,43 @@ def export_model(
 
 
 def _quantize_into(out: Path, inf: Any, cfg: RunConfig, fp32_dir: Path, dest: Path, result: ExportResult,
-                   verify: bool, calib: str | Path | None, n: int, min_dice: float) -> None:
-    """Quantize the fp32 export in ``fp32_dir`` into the empty folder ``out``; fill ``result``; with ``verify``,
-    ExportError when the int8 masks agree with fp32's below ``min_dice``."""
-    from .quantize import calibration_set, quantize_export
+                   calib: str | Path | None, n: int, min_dice: float) -> None:
+    """Quantize the fp32 export in ``fp32_dir`` into the empty folder ``out``; fill ``result``. ExportError (nothing
+    written) when the int8 masks agree with fp32's on held-out images below ``min_dice`` (mean Dice), or when
+    there is nothing to compare (every held-out mask empty in both); ``min_dice`` 0 accepts any graph and says so
+    in the sidecar."""
+    from .onnx import SIDECAR
+    from .quantize import calibration_set, holdout_set, quantize_export
 
-    calibration = calibration_set(cfg, calib, n, inf.seg.uses_text)
-    log.info("quantizing the segmentation graph to int8 (calibration: %s)", calibration.source)
+    uses_text = inf.seg.uses_text
+    calibration = calibration_set(cfg, calib, n, uses_text)
+    holdout = holdout_set(cfg, calib, n, uses_text)
+    log.info("quantizing the segmentation graph to int8 (calibration: %s; agreement with fp32 on %s)",
+             calibration.source, holdout.source)
     with _quiet_export_noise():
-        section = quantize_export(fp32_dir, out, calibration)
+        section = quantize_export(fp32_dir, out, calibration, holdout=holdout)
+    dice = section.get("mask_dice_vs_fp32")
+    if min_dice > 0 and (dice is None or dice < min_dice):
+        measured = (f"mean Dice {dice:.4f} (min {section['min_mask_dice_vs_fp32']:.4f}, {section['n_compared']} "
+                    f"images)" if dice is not None else
+                    f"nothing: all {section['n_both_empty']} masks are empty in both (two empty masks are no evidence)")
+        raise ExportError(
+            f"the int8 graph's masks agree with fp32's at {measured} on {holdout.source}, below --int8-min-dice "
+            f"{min_dice:g}; nothing was written to {dest} (calibrate on more or more typical images with --calib, "
+            "export fp32, or pass --int8-min-dice 0 to accept it unchecked)"
+        )
+    section["int8_min_dice"] = min_dice
+    section["agreement_gate"] = (f"passed: mean mask Dice {dice:.4f} >= {min_dice:g}" if min_dice > 0 else
+                                 "not checked: exported with --int8-min-dice 0, which accepts any agreement")
+    if min_dice == 0:
+        log.warning("int8 graph accepted without an agreement check (--int8-min-dice 0); its masks agree with "
+                    "fp32's at %s", "an unknown Dice (all masks empty)" if dice is None else f"mean Dice {dice:.4f}")
+    side = json.loads((out / SIDECAR).read_text(encoding="utf-8"))
+    side["quantization"] = section
+    (out / SIDECAR).write_text(json.dumps(side, indent=2), encoding="utf-8")
     result.int8 = section
     result.files = _folder_files(out)
     result.size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
-    if verify and section["mask_dice_vs_fp32"] < min_dice:
-        raise ExportError(
-            f"--verify failed: the int8 graph's masks agree with fp32's at mean Dice {section['mask_dice_vs_fp32']:.4f} "
-            f"(min {section['min_mask_dice_vs_fp32']:.4f}) on the calibration images, below --int8-min-dice "
-            f"{min_dice:g}; nothing was written to {dest} (calibrate on more or more typical images with --calib, "
-            "or export fp32)"
-        )
 
 
 def list_formats() -> list[tuple[str, str]]:

@@ -208,3 +208,26 @@ def test_convert_reference_refusal_names_the_global_in_plain_text(tmp_path: Path
     reason = _unpickling_reason(exc)
     assert reason == "Unsupported global: GLOBAL os.system was not an allowed global by default"
     assert "\x1b" not in _unpickling_reason(pickle.UnpicklingError("\x1b[1mbold\x1b[0m. more"))
+
+
+# -- int8 export: gated on agreement by default ------------------------------------------------------
+
+
+def test_int8_export_that_disagrees_is_refused_without_verify(ckpt: Path, tmp_path: Path,  # noqa: F811
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    import reclmis_core.export.quantize as quantize
+    from typer.testing import CliRunner
+
+    from reclmis_cli.main import app
+
+    def disagreeing(src, dst, calib, holdout):
+        (dst / "segmentation.int8.onnx").write_bytes(b"")
+        return {"mask_dice_vs_fp32": 0.28, "min_mask_dice_vs_fp32": 0.0, "n_compared": 8, "n_both_empty": 0}
+
+    monkeypatch.setattr(quantize, "quantize_export", disagreeing)
+    out = tmp_path / "int8"
+    res = CliRunner().invoke(app, ["export", "--checkpoint", str(ckpt), "--format", "onnx", "--int8", "--out",
+                                   str(out), "--calib-images", "4"])
+    _check_refused(res, "mean Dice 0.2800", "--int8-min-dice 0.98", "nothing was written")
+    assert not out.exists()
