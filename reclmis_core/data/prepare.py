@@ -166,6 +166,9 @@ def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"id": rid, "rows": [], "problems": []}
     try:
         arr, meta = read_image(task["image"])
+        if meta.is_volume and meta.kind in ("raster", "dicom"):  # a multi-page TIFF, a multi-frame DICOM
+            raise DataError(f"{task['image']}: holds {meta.shape[0]} frames/pages; a row of this layout is one 2-D "
+                            "image: split the file into one image per frame")
         if meta.is_volume:
             raise DataError(f"{task['image']}: is a volume; use the nifti/dicom layout")
         img8 = to_uint8(arr, meta, task["window"])
@@ -185,6 +188,9 @@ def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
                                         f"mask is {marr.shape[1]}x{marr.shape[0]}, image {task['image']} is {w}x{h}",
                                         rid))
         return out
+    if meta.exif_orientation != mmeta.exif_orientation:  # both read upright; a mask drawn on stored pixels is not
+        out["problems"].append(_problem("exif_orientation", task["mask"], f"EXIF orientation {mmeta.exif_orientation}"
+                                        f", image {meta.exif_orientation}; both read upright", rid, False))
     mask01, non_binary = binarize(marr)
     if non_binary:
         out["problems"].append(_problem("non_binary_mask", task["mask"],

@@ -231,3 +231,31 @@ def test_int8_export_that_disagrees_is_refused_without_verify(ckpt: Path, tmp_pa
                                    str(out), "--calib-images", "4"])
     _check_refused(res, "mean Dice 0.2800", "--int8-min-dice 0.98", "nothing was written")
     assert not out.exists()
+
+
+# -- prepare: the same readers ---------------------------------------------------------------------
+
+
+def _prepare(src: Path, out: Path):
+    from typer.testing import CliRunner
+
+    from reclmis_cli.main import app
+
+    return CliRunner().invoke(app, ["prepare", str(src), "--out", str(out), "--size", "32", "--workers", "1"])
+
+
+def test_prepare_refuses_a_multipage_tiff_row(tmp_path: Path) -> None:
+    from .test_bad_inputs import GOOD_MASK, _folder_src
+    from .test_messy_inputs import _tiff_pages
+
+    src = _folder_src(tmp_path, {"pages.tif": (lambda p: _tiff_pages(p, [_stored(40, 40)] * 2), GOOD_MASK, NOTE)})
+    res = _prepare(src, tmp_path / "data")
+    _check_refused(res, "pages.tif", "2 frames/pages")
+
+
+def test_prepare_warns_when_image_and_mask_orientations_differ(tmp_path: Path) -> None:
+    from .test_bad_inputs import GOOD_MASK, _folder_src
+
+    src = _folder_src(tmp_path, {"side.jpg": (lambda p: _jpeg(p, _stored(40, 40), 6), GOOD_MASK, NOTE)})
+    res = _prepare(src, tmp_path / "data")
+    assert res.exit_code == 0 and "exif_orientation" in res.output, res.output
