@@ -3,7 +3,7 @@
 DATA_DIR after a successful run::
 
     manifest.csv           id, split, image, mask, note, height, width, source[, lesion_labels]
-    dataset.json           layout, counts per split, problems, dropped ids, split rule, tool version
+    dataset.json           layout, counts per split, problems, dropped ids, split rule, leaks, tool version
     images/<split>/<id>.png        8-bit gray or RGB at --size x --size
     masks/<split>/<id>.png         0/255 at --size x --size (nearest)
     lesion_labels/<split>/<id>.png zone codes (only when the source has them)
@@ -30,6 +30,7 @@ from .arrays import binarize, n_values
 from .data_dir import check_out_dir, commit_staging_dir, make_staging_dir, write_dataset_json, write_manifest
 from .intensity import parse_window, to_uint8
 from .layouts import PROBLEM_KINDS, SPLITS, Problem, Record, Scan, scan_source
+from .leaks import find_leaks, leak_summary
 from .meta import ImageMeta
 from .pool import ProgressFn, pool_map
 from .preprocess import input_spacing, plan_geometry, to_model_pixels
@@ -50,6 +51,7 @@ class PrepareOptions:
     overwrite: bool = False  # (bool) replace a non-empty existing DATA_DIR
     workers: int = 0  # (int) processes for pixel work; 0 = all CPU cores, 1 = in-process
     allow_uneven_slices: bool = False  # (bool) DICOM series: accept a gap/uneven spacing with a warning
+    fail_on_leaks: bool = False  # (bool) refuse (write nothing) when images/patients/studies cross splits
 
 
 @dataclass
@@ -293,19 +295,16 @@ def prepare_dataset(
 ) -> PrepareReport:
     """Read ``src`` in its layout, validate it, and write a self-contained DATA_DIR at ``out``.
 
-    Args:
-        src: source folder (any layout in :data:`reclmis_core.data.layouts.LAYOUTS`).
-        out: DATA_DIR to create. Must be absent or empty unless ``options.overwrite``.
-        options: layout, size, skip_bad, window, keep_empty, overwrite, workers.
-        progress: optional ``progress(stage, done, total)`` callback (main process).
+    ``src``: a source folder in any layout of :data:`reclmis_core.data.layouts.LAYOUTS`; ``out``: the DATA_DIR
+    to create (absent or empty unless ``options.overwrite``); ``progress(stage, done, total)``: optional callback.
+    Images, patients and studies found in more than one split are reported (:mod:`reclmis_core.data.leaks`).
 
     Returns:
         The :class:`PrepareReport` (also in ``out/dataset.json``).
 
     Raises:
-        PrepareError: fatal problems and not ``skip_bad`` (``exc.report.problems`` lists them all); nothing
-            is written.
-        DataError: unreadable source structure (missing folder, sheet or column), bad options.
+        PrepareError: fatal problems and not ``skip_bad`` (``exc.report.problems`` lists them all); nothing is
+            written. DataError: unreadable source structure, bad options, leaks with ``fail_on_leaks``.
     """
     t0 = time.perf_counter()
     opt = options or PrepareOptions()
@@ -341,6 +340,9 @@ def prepare_dataset(
         counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
         report = _report(scan, src, out, opt, problems, dropped, counts, t0)
         report.lesion_labels = any(r.get("lesion_labels") for r in rows)
+        report.extra["leaks"] = leaks = find_leaks(staging, rows, src, opt.workers)  # data/leaks.py
+        if leaks["counts"]["total"] and opt.fail_on_leaks:
+            raise DataError(leak_summary(leaks, fatal=True))
         write_manifest(staging, rows)
         report.seconds = time.perf_counter() - t0
         write_dataset_json(staging, report.to_dict())
@@ -350,6 +352,8 @@ def prepare_dataset(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    if leaks["counts"]["total"]:
+        log.warning("%s", leak_summary(leaks))
     for p in report.warnings[:5]:
         log.warning("%s", p.line())
     if len(report.warnings) > 5:
