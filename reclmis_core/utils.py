@@ -82,3 +82,13 @@ def drop_log_messages(rules: dict[str, tuple[str, ...]]) -> Iterator[None]:
     finally:
         for logger, flt in filters:
             logger.removeFilter(flt)
+
+
+def route_library_logger(name: str) -> None:
+    """Remove the stream handlers a library installed on its own logger ``name`` (nibabel writes to stderr from
+    ``nibabel.global`` itself), so its records reach the application's handlers like any library's: one line,
+    no traceback, under the application's level."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            logger.removeHandler(handler)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..utils import atomic_write_bytes
+from ..utils import atomic_write_bytes, route_library_logger
 from .arrays import resize_array
 from .meta import ImageMeta
 from .readers.nifti import display_to_nifti
@@ -107,6 +107,7 @@ def write_nifti_mask(path: str | Path, mask: np.ndarray, meta: ImageMeta, displa
     """
     import nibabel as nib
 
+    route_library_logger("nibabel.global")
     mask = np.asarray(mask)
     if meta.kind == "nifti" and meta.affine is not None:
         affine = meta.affine

@@ -259,3 +259,11 @@ def test_prepare_warns_when_image_and_mask_orientations_differ(tmp_path: Path) -
     src = _folder_src(tmp_path, {"side.jpg": (lambda p: _jpeg(p, _stored(40, 40), 6), GOOD_MASK, NOTE)})
     res = _prepare(src, tmp_path / "data")
     assert res.exit_code == 0 and "exif_orientation" in res.output, res.output
+
+
+def test_nibabel_writes_through_our_handler_not_its_own(tmp_path: Path) -> None:
+    from .test_messy_inputs import _nifti_data, _save_nifti
+
+    read_image(_save_nifti(tmp_path / "x.nii.gz", _nifti_data()))
+    own = [h for h in logging.getLogger("nibabel.global").handlers if type(h) is logging.StreamHandler]
+    assert not own  # its records now propagate to the CLI's one-line handler

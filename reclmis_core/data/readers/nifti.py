@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError
+from ...utils import route_library_logger
 from ..meta import ImageMeta
 from .base import ReadOptions, register_reader, require_finite
 
@@ -47,6 +48,7 @@ def _load(path: Path) -> Any:
     that still inflates to the right length would give garbage voxels without an error."""
     import nibabel as nib
 
+    route_library_logger("nibabel.global")
     if not path.name.lower().endswith(".gz"):
         return nib.load(str(path))
     raw = gzip.decompress(path.read_bytes())
