@@ -69,7 +69,7 @@ def predict(
 ) -> None:
     """Segment images guided by a clinical note; writes masks in each input's own geometry + predictions.json."""
     from reclmis_core.device import apply_threads, parse_device
-    from reclmis_core.inference.run import check_out_dir
+    from reclmis_core.inference.run import check_out_dir, without_earlier_outputs
     from reclmis_core.inference import (
         NoteTable,
         PredictOptions,
@@ -109,6 +109,7 @@ def predict(
 
     # Inputs and their formats first: a bad input fails before any model is loaded.
     specs, failures = collect_inputs(inputs, series=series)
+    specs = without_earlier_outputs(specs, out_dir)  # --out inside an input folder: no masks of masks
     specs, bad_format = check_formats(specs, fmt)
     failures += bad_format
     if table is not None:  # an input that several rows match fails alone, before the model loads

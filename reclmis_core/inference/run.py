@@ -5,7 +5,9 @@ and writes nothing, the good ones are kept.
 it (an input predicted again replaces its old entry; the others stay), under an exclusive lock on the output
 folder (:func:`results_lock`), so that concurrent runs into one folder never lose each other's entries. An
 input whose stem an earlier run's different input already used gets a new stem (``scan_2``), so its files do
-not replace that input's files. Each run adds its summary (time, checkpoint, counts, speed) to ``runs``.
+not replace that input's files. Each run adds its summary (time, checkpoint, counts, speed) to ``runs``. An
+interrupted run (Ctrl-C) finishes the files under way, records the inputs done so far (``interrupted: true``)
+and then stops.
 """
 
 from __future__ import annotations
@@ -93,15 +95,19 @@ def run_predict(
     # Files are written in a background thread while the model runs on the next batch; a write error fails
     # that input only (write_prediction removes what it wrote).
     writes: list[tuple[Prediction, Future]] = []
+    interrupted = False
     with ThreadPoolExecutor(1, thread_name_prefix="reclmis-write") as writer:
-        for res in predictor.predict(jobs, progress=progress):
-            if isinstance(res, Failure):
-                log.warning("%s", res.error)
-                failed.append(res)
-                continue
-            writes.append((res, writer.submit(write_prediction, res, out_dir, opts)))
-            while writes and writes[0][1].done():
-                _collect(writes.pop(0), entries, failed)
+        try:
+            for res in predictor.predict(jobs, progress=progress):
+                if isinstance(res, Failure):
+                    log.warning("%s", res.error)
+                    failed.append(res)
+                    continue
+                writes.append((res, writer.submit(write_prediction, res, out_dir, opts)))
+                while writes and writes[0][1].done():
+                    _collect(writes.pop(0), entries, failed)
+        except KeyboardInterrupt:  # Ctrl-C: finish the writes under way and record them, then stop
+            interrupted = True
         for item in writes:
             _collect(item, entries, failed)
     seconds = time.perf_counter() - t0
@@ -127,6 +133,7 @@ def run_predict(
         "images_per_s": round(st.images / seconds, 3) if seconds > 0 else None,
         "note_cache": predictor.note_cache,
         "text_encodes": st.text_encodes,
+        "interrupted": interrupted,
     }
     failures_doc = [{"input": f.input, "error": f.error, "stem": f.stem} for f in failed]
     try:
@@ -136,6 +143,8 @@ def run_predict(
     except OSError as exc:  # the masks written so far are complete; only the summary is missing
         raise DataError(f"{json_path}: cannot write the results summary ({exc}); {len(entries)} input(s) were "
                         f"written to {out_dir}") from None
+    if interrupted:  # the inputs finished so far are complete and listed; the rest were not started
+        raise KeyboardInterrupt
     return PredictReport(out_dir, entries, failed, seconds, st, json_path)
 
 
@@ -195,6 +204,23 @@ def _read_results(json_path: Path) -> dict[str, Any] | None:
     os.replace(json_path, aside)
     log.warning("%s: cannot merge into it (%s); kept it as %s and started a new one", json_path, problem, aside.name)
     return None
+
+
+def without_earlier_outputs(specs: Sequence[InputSpec], out_dir: Path) -> list[InputSpec]:
+    """``specs`` less the files an earlier run wrote into ``out_dir`` (listed in its predictions.json): with
+    ``--out`` inside an input folder, a second run would otherwise predict masks of masks."""
+    json_path = out_dir / RESULTS
+    if not json_path.is_file():
+        return list(specs)
+    try:
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+        written = {Path(p).resolve() for e in doc.get("inputs", []) for p in (e.get("outputs") or {}).values()}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError):
+        return list(specs)  # an unreadable predictions.json is reported (and kept aside) when it is merged
+    kept = [s for s in specs if s.path.resolve() not in written]
+    if len(kept) < len(specs):
+        log.info("skipping %d file(s) an earlier run wrote into %s", len(specs) - len(kept), out_dir)
+    return kept
 
 
 def _avoid_earlier_stems(specs: Sequence[InputSpec], existing: dict[str, Any] | None) -> None:

@@ -267,3 +267,57 @@ def test_nibabel_writes_through_our_handler_not_its_own(tmp_path: Path) -> None:
     read_image(_save_nifti(tmp_path / "x.nii.gz", _nifti_data()))
     own = [h for h in logging.getLogger("nibabel.global").handlers if type(h) is logging.StreamHandler]
     assert not own  # its records now propagate to the CLI's one-line handler
+
+
+def test_interrupted_run_records_the_inputs_it_finished(ckpt: Path, inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    from reclmis_core.inference import Predictor, collect_inputs, run_predict
+    from reclmis_core.inference.writers import PredictOptions
+
+    predictor = Predictor.from_checkpoint(ckpt, batch_size=1, workers=0)
+    specs, _ = collect_inputs([inputs / "a" / "scan.png", inputs / "b" / "scan.png"])
+
+    def ctrl_c(done: int, total: int, stem: str) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(predictor, specs, lambda s: NOTE, tmp_path / "out", PredictOptions(), progress=ctrl_c)
+    doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert doc["interrupted"] is True and [e["stem"] for e in doc["inputs"]] == ["a_scan"]
+
+
+def test_out_inside_the_input_folder_does_not_predict_its_own_masks(ckpt: Path, tmp_path: Path) -> None:  # noqa: F811
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(PNG_GOOD)
+    for _ in range(2):
+        res = _predict(ckpt, [folder], folder, "--overlay")
+        assert res.exit_code == 0, res.output
+    doc = json.loads((folder / "predictions.json").read_text())
+    assert [e["stem"] for e in doc["inputs"]] == ["x"]  # not x_mask, x_overlay
+
+
+def test_a_tiff_stack_above_the_pixel_limit_is_refused_unread(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from reclmis_core.errors import DataError
+
+    from .test_messy_inputs import _tiff_pages
+
+    monkeypatch.setattr("reclmis_core.data.readers.raster.MAX_STACK_PIXELS", 5000)
+    path = _tiff_pages(tmp_path / "stack.tif", [_stored()] * 3)
+    with pytest.raises(DataError, match="3 pages of 64x40"):
+        read_image(path)
+
+
+def test_a_dicom_without_pixels_says_what_it_is(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from reclmis_core.errors import DataError
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelData
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF Storage
+    ds.save_as(tmp_path / "report.dcm")
+    with pytest.raises(DataError, match=r"no pixel data \(SOP class Encapsulated PDF Storage\): it is not an image"):
+        read_image(tmp_path / "report.dcm")

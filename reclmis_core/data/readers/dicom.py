@@ -91,6 +91,10 @@ def _dicom_pixels(ds: Any, path: Path) -> tuple[np.ndarray, ImageMeta]:
     """Modality values of one DICOM dataset (rescale applied) and its meta."""
     from pydicom.pixels import apply_modality_lut
 
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        sop = ds.get("SOPClassUID")
+        what = f"SOP class {getattr(sop, 'name', sop)}" if sop else "no SOP class"
+        raise DataError(f"{path}: DICOM file has no pixel data ({what}): it is not an image")
     try:
         # pydicom logs each decoder's failure with its traceback before raising one error that lists them all;
         # that error is what the user gets (one line), so the per-decoder records are dropped ("" matches all)

@@ -22,6 +22,8 @@ RASTER_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: are refused from their header, before any pixel is decoded, so a 10000 x 10000 export cannot exhaust memory
 #: (decoding plus float conversion would need several GB); downscale such images first.
 MAX_RASTER_PIXELS = 8192 * 8192
+#: Largest multi-page TIFF read, in pixels over all pages (4 x the 2-D limit, e.g. 600 pages of 512 x 512 + margin).
+MAX_STACK_PIXELS = 4 * MAX_RASTER_PIXELS
 
 
 def _expand_mode(img: Image.Image) -> Image.Image:
@@ -102,10 +104,13 @@ def read_raster(path: str | Path, options: ReadOptions | None = None) -> tuple[n
                     f"{path}: image is {w}x{h} ({w * h / 1e6:.0f} MP), above the {MAX_RASTER_PIXELS / 1e6:.0f} MP "
                     "limit (8192x8192 pixels) that reclmis reads safely; downscale it first"
                 )
+            n_pages = int(getattr(img, "n_frames", 1) or 1)
+            if n_pages > 1 and w * h * n_pages > MAX_STACK_PIXELS:
+                raise DataError(f"{path}: {n_pages} pages of {w}x{h} ({w * h * n_pages / 1e6:.0f} MP) exceed the "
+                                f"{MAX_STACK_PIXELS / 1e6:.0f} MP that reclmis reads from one file; split it first")
             img.load()
             stored_mode = img.mode
             orientation = _exif_orientation(img)
-            n_pages = int(getattr(img, "n_frames", 1) or 1)
             if n_pages > 1:
                 arr = _pages(img, path, n_pages)
             else:
