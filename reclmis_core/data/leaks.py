@@ -8,7 +8,7 @@ on it. :func:`find_leaks` compares the prepared images, at the model size ``prep
   telling which is brighter) within :data:`NEAR_HAMMING` bits, confirmed by a normalised correlation of 64 x 64
   thumbnails of at least :data:`NEAR_CORRELATION`. The hash alone cannot tell two phantoms (or two chest
   radiographs) drawn on one template from a re-encoded copy; the correlation can. Found: re-encoding (JPEG),
-  brightness/contrast/gamma changes, noise, resampling. Not found: crops, rotations, flips (geometric edits);
+  brightness/contrast/gamma changes, noise, resampling, left-right mirroring. Not found: crops, rotations;
 * **patient / study**: for DICOM sources, one PatientID or StudyInstanceUID in rows of different splits
   (PatientIDs are reported as a short SHA-256 digest, never in clear).
 
@@ -39,8 +39,9 @@ _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def image_features(path: str | Path) -> tuple[bytes, np.ndarray, np.ndarray, float]:
-    """(pixel digest, packed 256-bit dHash (32 uint8), 64 x 64 uint8 thumbnail, gray std) of one image file."""
+def image_features(path: str | Path) -> tuple[bytes, np.ndarray, np.ndarray, float, np.ndarray]:
+    """(pixel digest, packed 256-bit dHash (32 uint8), 64 x 64 uint8 thumbnail, gray std, dHash of the image
+    mirrored left-right) of one image file."""
     with Image.open(path) as img:
         img.load()
         gray = img.convert("L")
@@ -49,11 +50,12 @@ def image_features(path: str | Path) -> tuple[bytes, np.ndarray, np.ndarray, flo
                              digest_size=16).digest()
     small = np.asarray(gray.resize((17, 16), Image.BILINEAR), dtype=np.int16)
     bits = np.packbits((small[:, 1:] > small[:, :-1]).ravel())
+    mirrored = np.packbits((small[:, :-1] > small[:, 1:])[:, ::-1].ravel())
     thumb = np.asarray(gray.resize((64, 64), Image.BILINEAR), dtype=np.uint8)
-    return digest, bits, thumb, float(arr.std())
+    return digest, bits, thumb, float(arr.std()), mirrored
 
 
-def _indexed_features(item: tuple[int, str]) -> tuple[int, tuple[bytes, np.ndarray, np.ndarray, float]]:
+def _indexed_features(item: tuple[int, str]) -> tuple[int, tuple[bytes, np.ndarray, np.ndarray, float, np.ndarray]]:
     return item[0], image_features(item[1])
 
 
@@ -157,23 +159,29 @@ def find_leaks(root: str | Path, rows: Sequence[dict[str, Any]], src: str | Path
                     add("exact", i, j)
                     exact_pairs.add((min(i, j), max(i, j)))
     hashes = np.stack([f[1] for f in feats]) if feats else np.zeros((0, 32), np.uint8)
+    mirrored = np.stack([f[4] for f in feats]) if feats else np.zeros((0, 32), np.uint8)
     names = sorted(set(splits.tolist()))
+    found = set(exact_pairs)
     for x, sa in enumerate(names):
         for sb in names[x + 1:]:
             ia = np.flatnonzero((splits == sa) & ~flat)
             ib = np.flatnonzero((splits == sb) & ~flat)
             if not len(ia) or not len(ib):
                 continue
-            cands = _candidates(hashes[ia], hashes[ib], NEAR_HAMMING)
-            if not cands:
-                continue
-            ta = _normalised(np.stack([feats[ia[i]][2] for i, _, _ in cands]))
-            tb = _normalised(np.stack([feats[ib[j]][2] for _, j, _ in cands]))
-            corr = (ta * tb).sum(axis=1)
-            for (i, j, d), c in zip(cands, corr):
-                gi, gj = int(ia[i]), int(ib[j])
-                if c >= NEAR_CORRELATION and (min(gi, gj), max(gi, gj)) not in exact_pairs:
-                    add("near", gi, gj, hamming=d, correlation=round(float(c), 4))
+            for flipped in (False, True):  # the copy may be mirrored left-right (an AP image flipped to PA)
+                cands = _candidates((mirrored if flipped else hashes)[ia], hashes[ib], NEAR_HAMMING)
+                if not cands:
+                    continue
+                ta = np.stack([feats[ia[i]][2] for i, _, _ in cands])
+                ta = _normalised(ta[:, :, ::-1] if flipped else ta)
+                tb = _normalised(np.stack([feats[ib[j]][2] for _, j, _ in cands]))
+                corr = (ta * tb).sum(axis=1)
+                for (i, j, d), c in zip(cands, corr):
+                    key = (min(int(ia[i]), int(ib[j])), max(int(ia[i]), int(ib[j])))
+                    if c >= NEAR_CORRELATION and key not in found:
+                        found.add(key)
+                        add("near", int(ia[i]), int(ib[j]), hamming=d, correlation=round(float(c), 4),
+                            mirrored=flipped)
     shared = _shared_ids(rows, Path(src) if src is not None else None)
     counts = {"exact": len(pairs["exact"]), "near": len(pairs["near"]), "patient": len(shared["patient"]),
               "study": len(shared["study"])}

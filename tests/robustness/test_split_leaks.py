@@ -57,6 +57,7 @@ def _planted(root: Path) -> Path:
         "a.png": (_png(a), "train"), "a_again.png": (_png(a), "test"),  # exact
         "b.png": (_png(b), "train"), "b_export.jpg": (_jpeg_brighter(b), "val"),  # re-encoded, brighter
         "c.png": (_png(_texture(3)), "train"), "d.png": (_png(_texture(4)), "test"),  # unrelated
+        "e.png": (_png(_texture(6)), "train"), "e_mirrored.png": (_png(_texture(6)[:, ::-1].copy()), "test"),
     })
 
 
@@ -67,11 +68,12 @@ def _prepare(src: Path, out: Path, *extra: str):
 def test_planted_duplicates_are_reported(tmp_path: Path) -> None:
     res = _prepare(_planted(tmp_path), tmp_path / "data")
     assert res.exit_code == 0, res.output
-    assert "split leaks: 1 exact and 1 near-duplicate" in res.output
+    assert "split leaks: 1 exact and 2 near-duplicate" in res.output
     leaks = json.loads((tmp_path / "data" / "dataset.json").read_text())["leaks"]
-    assert leaks["counts"] == {"exact": 1, "near": 1, "patient": 0, "study": 0, "total": 2}
+    assert leaks["counts"] == {"exact": 1, "near": 2, "patient": 0, "study": 0, "total": 3}
     assert {(p["a"], p["b"]) for p in leaks["exact"]} == {("a", "a_again")}
-    assert {(p["a"], p["b"]) for p in leaks["near"]} == {("b", "b_export")}
+    assert {(p["a"], p["b"], p["mirrored"]) for p in leaks["near"]} == {("b", "b_export", False),
+                                                                          ("e", "e_mirrored", True)}
 
 
 def test_fail_on_leaks_writes_nothing(tmp_path: Path) -> None:

@@ -101,7 +101,8 @@ def _dicom_pixels(ds: Any, path: Path) -> tuple[np.ndarray, ImageMeta]:
         with drop_log_messages({"pydicom.pixels.decoders.base": ("",)}):
             raw = ds.pixel_array
     except (AttributeError, ValueError, RuntimeError, NotImplementedError, KeyError, TypeError) as exc:
-        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = " ".join([lines[0], "; ".join(lines[1:])]).strip()  # "... all available plugins: a: x; b: y"
         raise DataError(f"{path}: DICOM file has no readable pixel data ({_syntax_name(ds)}: {detail})") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     samples = int(ds.get("SamplesPerPixel", 1))
