@@ -408,40 +408,12 @@ def export_model(
 
 def _quantize_into(out: Path, inf: Any, cfg: RunConfig, fp32_dir: Path, dest: Path, result: ExportResult,
                    calib: str | Path | None, n: int, min_dice: float) -> None:
-    """Quantize the fp32 export in ``fp32_dir`` into the empty folder ``out``; fill ``result``. ExportError (nothing
-    written) when the int8 masks agree with fp32's on held-out images below ``min_dice`` (mean Dice), or when
-    there is nothing to compare (every held-out mask empty in both); ``min_dice`` 0 accepts any graph and says so
-    in the sidecar."""
-    from .onnx import SIDECAR
-    from .quantize import calibration_set, holdout_set, quantize_export
+    """Quantize the fp32 export in ``fp32_dir`` into the empty folder ``out`` (gated on agreement with fp32:
+    :func:`.quantize.quantize_gated`); fill ``result``."""
+    from .quantize import quantize_gated
 
-    uses_text = inf.seg.uses_text
-    calibration = calibration_set(cfg, calib, n, uses_text)
-    holdout = holdout_set(cfg, calib, n, uses_text)
-    log.info("quantizing the segmentation graph to int8 (calibration: %s; agreement with fp32 on %s)",
-             calibration.source, holdout.source)
     with _quiet_export_noise():
-        section = quantize_export(fp32_dir, out, calibration, holdout=holdout)
-    dice = section.get("mask_dice_vs_fp32")
-    if min_dice > 0 and (dice is None or dice < min_dice):
-        measured = (f"mean Dice {dice:.4f} (min {section['min_mask_dice_vs_fp32']:.4f}, {section['n_compared']} "
-                    f"images)" if dice is not None else
-                    f"nothing: all {section['n_both_empty']} masks are empty in both (two empty masks are no evidence)")
-        raise ExportError(
-            f"the int8 graph's masks agree with fp32's at {measured} on {holdout.source}, below --int8-min-dice "
-            f"{min_dice:g}; nothing was written to {dest} (calibrate on more or more typical images with --calib, "
-            "export fp32, or pass --int8-min-dice 0 to accept it unchecked)"
-        )
-    section["int8_min_dice"] = min_dice
-    section["agreement_gate"] = (f"passed: mean mask Dice {dice:.4f} >= {min_dice:g}" if min_dice > 0 else
-                                 "not checked: exported with --int8-min-dice 0, which accepts any agreement")
-    if min_dice == 0:
-        log.warning("int8 graph accepted without an agreement check (--int8-min-dice 0); its masks agree with "
-                    "fp32's at %s", "an unknown Dice (all masks empty)" if dice is None else f"mean Dice {dice:.4f}")
-    side = json.loads((out / SIDECAR).read_text(encoding="utf-8"))
-    side["quantization"] = section
-    (out / SIDECAR).write_text(json.dumps(side, indent=2), encoding="utf-8")
-    result.int8 = section
+        result.int8 = quantize_gated(fp32_dir, out, cfg, calib, n, inf.seg.uses_text, min_dice, dest)
     result.files = _folder_files(out)
     result.size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
 

@@ -240,3 +240,38 @@ def quantize_export(src: str | Path, dst: str | Path, calib: Calibration,
         section.update(agreement_images=holdout.source, **mask_agreement(_probs(fp32, held), _probs(int8, held), thr))
         (dst / SIDECAR).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
     return section
+
+
+def quantize_gated(fp32_dir: Path, out: Path, cfg: RunConfig, calib: str | Path | None, n: int, uses_text: bool,
+                   min_dice: float, dest: Path) -> dict[str, Any]:
+    """Calibrate on ``calib`` (:func:`calibration_set`), quantize ``fp32_dir`` into ``out`` and measure agreement on
+    :func:`holdout_set`; return the sidecar's ``quantization`` section. ExportError (the caller writes nothing to
+    ``dest``) when the mean mask Dice is below ``min_dice`` or nothing can be compared (every held-out mask empty
+    in both); ``min_dice`` 0 accepts any graph and the sidecar says so."""
+    from .onnx import ExportError
+
+    calibration = calibration_set(cfg, calib, n, uses_text)
+    holdout = holdout_set(cfg, calib, n, uses_text)
+    log.info("quantizing the segmentation graph to int8 (calibration: %s; agreement with fp32 on %s)",
+             calibration.source, holdout.source)
+    section = quantize_export(fp32_dir, out, calibration, holdout=holdout)
+    dice = section.get("mask_dice_vs_fp32")
+    if min_dice > 0 and (dice is None or dice < min_dice):
+        measured = (f"mean Dice {dice:.4f} (min {section['min_mask_dice_vs_fp32']:.4f}, {section['n_compared']} "
+                    f"images)" if dice is not None else
+                    f"nothing: all {section['n_both_empty']} masks are empty in both (two empty masks are no evidence)")
+        raise ExportError(
+            f"the int8 graph's masks agree with fp32's at {measured} on {holdout.source}, below --int8-min-dice "
+            f"{min_dice:g}; nothing was written to {dest} (calibrate on more or more typical images with --calib, "
+            "export fp32, or pass --int8-min-dice 0 to accept it unchecked)"
+        )
+    section["int8_min_dice"] = min_dice
+    section["agreement_gate"] = (f"passed: mean mask Dice {dice:.4f} >= {min_dice:g}" if min_dice > 0 else
+                                 "not checked: exported with --int8-min-dice 0, which accepts any agreement")
+    if min_dice == 0:
+        log.warning("int8 graph accepted without an agreement check (--int8-min-dice 0); its masks agree with "
+                    "fp32's at %s", "an unknown Dice (all masks empty)" if dice is None else f"mean Dice {dice:.4f}")
+    side = json.loads((out / SIDECAR).read_text(encoding="utf-8"))
+    side["quantization"] = section
+    (out / SIDECAR).write_text(json.dumps(side, indent=2), encoding="utf-8")
+    return section

@@ -78,7 +78,7 @@ def run_predict(
     """Predict every input, write its files into ``out_dir`` and ``predictions.json``; never raises for one
     bad input (it becomes a Failure and writes nothing)."""
     out_dir = Path(out_dir)
-    check_out_dir(out_dir)
+    check_out_dir(out_dir, create=True)
     json_path = out_dir / RESULTS
     with results_lock(out_dir):
         _avoid_earlier_stems(specs, _read_results(json_path))
@@ -152,19 +152,26 @@ RESULTS = "predictions.json"
 LOCK = ".predictions.lock"
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """Create ``out_dir`` and check that a file can be written in it (read-only or full file system, a file in
-    the way): DataError with one line, before any model is loaded or input read."""
+def check_out_dir(out_dir: Path, create: bool = False) -> None:
+    """Check that files can be written to ``out_dir`` (read-only or full file system, a file in the way): DataError
+    with one line. The probe goes into ``out_dir`` or, before it exists, its nearest existing parent, so a run that
+    stops early leaves no empty folder; ``create`` makes the folder."""
+    target = out_dir
+    while not target.exists() and target.parent != target:
+        target = target.parent
+    if not target.is_dir():
+        raise DataError(f"{out_dir}: cannot create the output folder ({target} is a file)")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
-    try:
-        with tempfile.TemporaryFile(dir=out_dir, prefix=".reclmis-probe-") as fh:
+        with tempfile.TemporaryFile(dir=target, prefix=".reclmis-probe-") as fh:
             fh.write(b"0")
             fh.flush()
     except OSError as exc:
         raise DataError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from None
+    if create:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
 
 
 @contextlib.contextmanager

@@ -321,3 +321,9 @@ def test_a_dicom_without_pixels_says_what_it_is(tmp_path: Path) -> None:
     ds.save_as(tmp_path / "report.dcm")
     with pytest.raises(DataError, match=r"no pixel data \(SOP class Encapsulated PDF Storage\): it is not an image"):
         read_image(tmp_path / "report.dcm")
+
+
+def test_a_run_that_stops_before_the_model_leaves_no_output_folder(ckpt: Path, tmp_path: Path) -> None:  # noqa: F811
+    res = _predict(ckpt, [tmp_path / "missing.png"], tmp_path / "out")
+    _check_refused(res, "missing.png")
+    assert not (tmp_path / "out").exists()
