@@ -67,10 +67,15 @@ def _normalised(thumbs: np.ndarray) -> np.ndarray:
 
 
 def _candidates(a: np.ndarray, b: np.ndarray, max_bits: int, chunk: int = 256) -> list[tuple[int, int, int]]:
-    """(i, j, Hamming distance) of every pair of packed hashes a[i], b[j] within ``max_bits``."""
+    """(i, j, Hamming distance) of every pair of packed hashes a[i], b[j] within ``max_bits`` (numpy >= 2 counts
+    bits natively on 64-bit words, older numpy through a byte table: the same result, 4x slower)."""
+    native = hasattr(np, "bitwise_count")
+    if native:
+        a, b = np.ascontiguousarray(a).view(np.uint64), np.ascontiguousarray(b).view(np.uint64)
     out = []
     for start in range(0, a.shape[0], chunk):
-        dist = _POPCOUNT[a[start:start + chunk, None, :] ^ b[None, :, :]].sum(axis=2, dtype=np.int32)
+        xor = a[start:start + chunk, None, :] ^ b[None, :, :]
+        dist = (np.bitwise_count(xor) if native else _POPCOUNT[xor]).sum(axis=2, dtype=np.int32)
         for i, j in zip(*np.nonzero(dist <= max_bits)):
             out.append((start + int(i), int(j), int(dist[i, j])))
     return out
