@@ -52,7 +52,10 @@ class _OneLineRecords(logging.Filter):
     error that matters reaches them as reclmis's own message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a library's malformed %-format: show its raw text rather than raise here
+            message = f"{record.msg} {record.args}"
         if not record.name.startswith(("reclmis_core", "reclmis_cli")):
             record.exc_info, record.exc_text, record.stack_info = None, None, None
             message = f"{message.strip().splitlines()[0] if message.strip() else ''} ({record.name})"
