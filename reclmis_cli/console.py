@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from reclmis_core.errors import ReclmisError
+from reclmis_core.utils import strip_ansi
 
 console = Console(stderr=True, soft_wrap=True)  # logs, progress, errors
 out = Console(soft_wrap=True)  # results (tables, summaries) on stdout
@@ -31,6 +33,34 @@ _state = {"quiet": False, "verbose": False}
 def is_interactive() -> bool:
     """Progress bars only on a terminal; plain log lines in CI and pipes."""
     return console.is_terminal
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line: ANSI escape sequences (e.g. torch's coloured messages) removed, line breaks and other
+    control characters (a file name with a newline) written as escapes (``\\n``)."""
+    text = strip_ansi(text).rstrip("\n")
+    text = text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\t", " ")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class _OneLineRecords(logging.Filter):
+    """On our handler: every record becomes one line; a third-party logger's record (pydicom, PIL, onnxruntime,
+    ...) keeps its first line only and never its traceback (``exc_info``), which says nothing to the user; the
+    error that matters reaches them as reclmis's own message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a library's malformed %-format: show its raw text rather than raise here
+            message = f"{record.msg} {record.args}"
+        if not record.name.startswith(("reclmis_core", "reclmis_cli")):
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            message = f"{message.strip().splitlines()[0] if message.strip() else ''} ({record.name})"
+        record.msg, record.args = one_line(message), None
+        return True
 
 
 class _PlainFormatter(logging.Formatter):
@@ -70,6 +100,7 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     else:
         handler = _StderrHandler()
         handler.setFormatter(_PlainFormatter("%(message)s"))
+    handler.addFilter(_OneLineRecords())
     handler._reclmis = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
@@ -91,7 +122,7 @@ def quiet_mode(local: bool = False) -> bool:
 
 def fail(message: str, code: int = 2) -> None:
     """One red line on stderr, then exit (2 = bad input)."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

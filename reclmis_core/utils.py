@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
-            tmp_path.unlink()
+            try:
+                tmp_path.unlink()
+            except OSError as exc:  # never hide the error that got us here behind a cleanup error
+                logging.getLogger(__name__).warning("%s: could not remove this temporary file (%s)", tmp_path,
+                                                    exc.strerror or exc)
 
 
 def _umask() -> int:
@@ -45,6 +50,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI escape sequences (colours and styles some libraries put into exception messages)."""
+    return _ANSI.sub("", str(text))
 
 
 class _DropMessages(logging.Filter):
@@ -69,3 +82,13 @@ def drop_log_messages(rules: dict[str, tuple[str, ...]]) -> Iterator[None]:
     finally:
         for logger, flt in filters:
             logger.removeFilter(flt)
+
+
+def route_library_logger(name: str) -> None:
+    """Remove the stream handlers a library installed on its own logger ``name`` (nibabel writes to stderr from
+    ``nibabel.global`` itself), so its records reach the application's handlers like any library's: one line,
+    no traceback, under the application's level."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            logger.removeHandler(handler)

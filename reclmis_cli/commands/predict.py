@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from reclmis_core.choices import BACKENDS, FORMATS, PRECISIONS
 
-from ..console import ProgressReporter, console, fail, handle_errors, quiet_mode, say
+from ..console import ProgressReporter, console, fail, handle_errors, one_line, quiet_mode, say
 from ..options import (
     checkpoint_option,
     config_option,
@@ -37,7 +37,7 @@ def predict(
     threshold: float | None = typer.Option(None, "--threshold", help="Probability above which a pixel is lesion "
                                            "(default: the checkpoint's infer.threshold)."),
     fmt: str = typer.Option("auto", "--format", help=f"Mask format: {' | '.join(FORMATS)} (auto: PNG for 2-D, "
-                            "NIfTI for volumes and DICOM series)."),
+                            "NIfTI for volumes and DICOM series, one PNG per frame of a multi-frame file)."),
     seg_description: str | None = typer.Option(None, "--seg-description",
                                                help="DICOM SEG SeriesDescription (default: a fixed text; the "
                                                "note is never written into DICOM headers)."),
@@ -57,6 +57,8 @@ def predict(
                                           "(default: the checkpoint's infer.batch_size)."),
     device: str = device_option(),
     threads: int = threads_option(),
+    series: str | None = typer.Option(None, "--series", help="DICOM: predict only the series with this "
+                                      "SeriesInstanceUID (a folder or DICOMDIR holding several series)."),
     allow_uneven_slices: bool = typer.Option(False, "--allow-uneven-slices",
                                              help="DICOM series: accept a missing slice or uneven spacing "
                                              "(warning, approximate affine) instead of failing the input."),
@@ -68,6 +70,7 @@ def predict(
 ) -> None:
     """Segment images guided by a clinical note; writes masks in each input's own geometry + predictions.json."""
     from reclmis_core.device import apply_threads, parse_device
+    from reclmis_core.inference.run import check_out_dir, without_earlier_outputs
     from reclmis_core.inference import (
         NoteTable,
         PredictOptions,
@@ -101,15 +104,23 @@ def predict(
     parse_device(device)
     table = NoteTable(notes) if notes is not None else None
 
+    if out_dir is None:
+        out_dir = Path("runs") / "predict" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    check_out_dir(out_dir)  # a read-only or full disk fails here, before any model is loaded
+
     # Inputs and their formats first: a bad input fails before any model is loaded.
-    specs, failures = collect_inputs(inputs)
+    specs, failures = collect_inputs(inputs, series=series)
+    specs = without_earlier_outputs(specs, out_dir)  # --out inside an input folder: no masks of masks
     specs, bad_format = check_formats(specs, fmt)
     failures += bad_format
+    if table is not None:  # an input that several rows match fails alone, before the model loads
+        specs, ambiguous = table.check(specs)
+        failures += ambiguous
     if not specs and failures:
         if len(failures) == 1:
             fail(failures[0].error)
         for f in failures:
-            console.print(f"[red]failed:[/] {escape(f.error)}", highlight=False, soft_wrap=True)
+            console.print(f"[red]failed:[/] {escape(one_line(f.error))}", highlight=False, soft_wrap=True)
         fail(f"none of the {len(failures)} inputs can be predicted (listed above)")
     for f in failures:
         log.warning("%s", f.error)
@@ -135,8 +146,6 @@ def predict(
     def note_for(spec):  # noqa: ANN001, ANN202
         return note if table is None else table.get(spec)
 
-    if out_dir is None:
-        out_dir = Path("runs") / "predict" / datetime.now().strftime("%Y%m%d-%H%M%S")
     opts = PredictOptions(threshold=threshold, format=fmt, overlay=overlay, save_prob=save_prob,
                           seg_description=seg_description)
     with ProgressReporter() as bar:

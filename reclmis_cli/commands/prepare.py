@@ -55,6 +55,8 @@ def prepare(
     workers: int = typer.Option(0, "--workers", help="Worker processes (0 = all CPU cores)."),
     report_path: Path | None = typer.Option(None, "--report",
                                             help="Also write the full report (problems included) to this JSON."),
+    fail_on_leaks: bool = typer.Option(False, "--fail-on-leaks", help="Exit 2 and write nothing when an image, "
+                                       "patient or study appears in more than one split (default: a warning)."),
     synthetic: bool = typer.Option(False, "--synthetic", help="Generate phantom chest radiographs instead."),
     synthetic_layout: str = typer.Option("prepared", "--synthetic-layout",
                                          help="With --synthetic: prepared (a DATA_DIR) or qata (source folders)."),
@@ -100,7 +102,8 @@ def prepare(
     if src is None:
         raise ConfigError("missing SRC: give a source folder, or --synthetic")
     options = PrepareOptions(layout=layout, size=size, skip_bad=skip_bad, window=window, keep_empty=keep_empty,
-                             overwrite=overwrite, workers=workers, allow_uneven_slices=allow_uneven_slices)
+                             overwrite=overwrite, workers=workers, allow_uneven_slices=allow_uneven_slices,
+                             fail_on_leaks=fail_on_leaks)
     try:
         with ProgressReporter() as bar:
             report = prepare_dataset(src, out_dir, options, progress=bar.stage_callback())
@@ -119,4 +122,9 @@ def prepare(
         rows.append(("warnings", f"{len(report.warnings)} (see dataset.json)"))
     if report.dropped:
         rows.append(("dropped (--skip-bad)", f"{len(report.dropped)} (see dataset.json)"))
+    leaks = report.extra.get("leaks")
+    if leaks is not None:
+        c = leaks["counts"]
+        rows.append(("split leaks", f"{c['exact']} exact, {c['near']} near-duplicate, {c['patient']} patient, "
+                                    f"{c['study']} study (see dataset.json)" if c["total"] else "none found"))
     _summary_table("prepared data", report.counts, rows)

@@ -22,6 +22,7 @@ class DicomRef:
     image_positions: list[tuple[float, float, float]] = field(default_factory=list)  # (list) per slice, mm
     image_orientation: tuple[float, ...] | None = None  # (tuple) ImageOrientationPatient (6 values)
     patient_orientation: tuple[str, ...] | None = None  # (tuple) PatientOrientation (rows, cols), e.g. (L, F)
+    per_frame_positions: bool = False  # (bool) multi-frame: per-frame plane positions (enhanced IODs)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ImageMeta:
     axcodes: tuple[str, ...] | None = None  # (tuple) NIfTI orientation codes of the stored axes, e.g. (L, A, S)
     dicom: DicomRef | None = None  # (DicomRef) source identifiers (DICOM only)
     source_files: list[str] = field(default_factory=list)  # (list) DICOM files of a series, in slice order
+    exif_orientation: int = 1  # (int) raster: EXIF Orientation (1-8) the reader applied; writers undo it
 
     @property
     def display_shape(self) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 DATA_DIR after a successful run::
 
     manifest.csv           id, split, image, mask, note, height, width, source[, lesion_labels]
-    dataset.json           layout, counts per split, problems, dropped ids, split rule, tool version
+    dataset.json           layout, counts per split, problems, dropped ids, split rule, leaks, tool version
     images/<split>/<id>.png        8-bit gray or RGB: native size (default, --size 0) or --size x --size
     masks/<split>/<id>.png         0/255, same grid (nearest)
     lesion_labels/<split>/<id>.png zone codes (only when the source has them)
@@ -35,6 +35,7 @@ from .arrays import binarize, n_values
 from .data_dir import check_out_dir, commit_staging_dir, make_staging_dir, write_dataset_json, write_manifest
 from .intensity import parse_window, to_uint8
 from .layouts import PROBLEM_KINDS, SPLITS, Problem, Record, Scan, scan_source
+from .leaks import find_leaks, leak_summary
 from .meta import ImageMeta
 from .pool import ProgressFn, pool_map
 from .preprocess import input_spacing, plan_geometry, to_model_pixels, to_native_pixels
@@ -55,6 +56,7 @@ class PrepareOptions:
     overwrite: bool = False  # (bool) replace a non-empty existing DATA_DIR
     workers: int = 0  # (int) processes for pixel work; 0 = all CPU cores, 1 = in-process
     allow_uneven_slices: bool = False  # (bool) DICOM series: accept a gap/uneven spacing with a warning
+    fail_on_leaks: bool = False  # (bool) refuse (write nothing) when images/patients/studies cross splits
 
 
 @dataclass
@@ -174,6 +176,9 @@ def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"id": rid, "rows": [], "problems": []}
     try:
         arr, meta = read_image(task["image"])
+        if meta.is_volume and meta.kind in ("raster", "dicom"):  # a multi-page TIFF, a multi-frame DICOM
+            raise DataError(f"{task['image']}: holds {meta.shape[0]} frames/pages; a row of this layout is one 2-D "
+                            "image: split the file into one image per frame")
         if meta.is_volume:
             raise DataError(f"{task['image']}: is a volume; use the nifti/dicom layout")
         img8 = to_uint8(arr, meta, task["window"])
@@ -193,6 +198,9 @@ def _process_2d(task: dict[str, Any]) -> dict[str, Any]:
                                         f"mask is {marr.shape[1]}x{marr.shape[0]}, image {task['image']} is {w}x{h}",
                                         rid))
         return out
+    if meta.exif_orientation != mmeta.exif_orientation:  # both read upright; a mask drawn on stored pixels is not
+        out["problems"].append(_problem("exif_orientation", task["mask"], f"EXIF orientation {mmeta.exif_orientation}"
+                                        f", image {meta.exif_orientation}; both read upright", rid, False))
     mask01, non_binary = binarize(marr)
     if non_binary:
         out["problems"].append(_problem("non_binary_mask", task["mask"],
@@ -295,19 +303,16 @@ def prepare_dataset(
 ) -> PrepareReport:
     """Read ``src`` in its layout, validate it, and write a self-contained DATA_DIR at ``out``.
 
-    Args:
-        src: source folder (any layout in :data:`reclmis_core.data.layouts.LAYOUTS`).
-        out: DATA_DIR to create. Must be absent or empty unless ``options.overwrite``.
-        options: layout, size, skip_bad, window, keep_empty, overwrite, workers.
-        progress: optional ``progress(stage, done, total)`` callback (main process).
+    ``src``: a source folder in any layout of :data:`reclmis_core.data.layouts.LAYOUTS`; ``out``: the DATA_DIR
+    to create (absent or empty unless ``options.overwrite``); ``progress(stage, done, total)``: optional callback.
+    Images, patients and studies found in more than one split are reported (:mod:`reclmis_core.data.leaks`).
 
     Returns:
         The :class:`PrepareReport` (also in ``out/dataset.json``).
 
     Raises:
-        PrepareError: fatal problems and not ``skip_bad`` (``exc.report.problems`` lists them all); nothing
-            is written.
-        DataError: unreadable source structure (missing folder, sheet or column), bad options.
+        PrepareError: fatal problems and not ``skip_bad`` (``exc.report.problems`` lists them all); nothing is
+            written. DataError: unreadable source structure, bad options, leaks with ``fail_on_leaks``.
     """
     t0 = time.perf_counter()
     opt = options or PrepareOptions()
@@ -343,6 +348,9 @@ def prepare_dataset(
         counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
         report = _report(scan, src, out, opt, problems, dropped, counts, t0)
         report.lesion_labels = any(r.get("lesion_labels") for r in rows)
+        report.extra["leaks"] = leaks = find_leaks(staging, rows, src, opt.workers)  # data/leaks.py
+        if leaks["counts"]["total"] and opt.fail_on_leaks:
+            raise DataError(leak_summary(leaks, fatal=True))
         write_manifest(staging, rows)
         report.seconds = time.perf_counter() - t0
         write_dataset_json(staging, report.to_dict())
@@ -352,6 +360,8 @@ def prepare_dataset(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    if leaks["counts"]["total"]:
+        log.warning("%s", leak_summary(leaks))
     for p in report.warnings[:5]:
         log.warning("%s", p.line())
     if len(report.warnings) > 5:

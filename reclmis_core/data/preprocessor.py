@@ -35,6 +35,7 @@ from ..errors import ConfigError, DataError
 from ..registry import Registry
 from .intensity import to_uint8
 from .meta import ImageMeta
+from .readers.base import ReadOptions
 from .preprocess import (
     Geometry,
     channels_first,
@@ -135,16 +136,17 @@ class Preprocessor:
 
     # -- steps --------------------------------------------------------------------------------------
 
-    def load(self, source: str | Path | np.ndarray, window: Any = None, allow_uneven_slices: bool = False
-             ) -> tuple[np.ndarray, ImageMeta]:
+    def load(self, source: str | Path | np.ndarray, window: Any = None, allow_uneven_slices: bool = False,
+             options: ReadOptions | None = None) -> tuple[np.ndarray, ImageMeta]:
         """A file (2-D image, DICOM file or series folder, NIfTI volume) or an 8-bit array (H, W[, 3]) ->
         (uint8 slices (n, H, W[, 3]), meta); a 2-D input is one slice. ``window`` for DICOM/NIfTI (see
-        :func:`reclmis_core.data.intensity.to_uint8`)."""
+        :func:`reclmis_core.data.intensity.to_uint8`); ``options`` the reader options (a DICOMDIR series' files,
+        a series UID)."""
         if isinstance(source, np.ndarray):
             return self._array(source)
         from .readers import read_image
 
-        arr, meta = read_image(source, allow_uneven_slices)
+        arr, meta = read_image(source, allow_uneven_slices, options)
         img8 = to_uint8(arr, meta, window)
         if meta.is_volume and img8.ndim != 3:
             raise DataError(f"{source}: unsupported volume layout {img8.shape}")
@@ -218,13 +220,13 @@ class ReferencePreprocessor(Preprocessor):
         return (f"{n_resized} of {n} images were not {self.image_size} px in the source; prepare resized them "
                 "(PIL), so their pixels are not exactly what the reference code reads from the originals")
 
-    def load(self, source: str | Path | np.ndarray, window: Any = None, allow_uneven_slices: bool = False
-             ) -> tuple[np.ndarray, ImageMeta]:
+    def load(self, source: str | Path | np.ndarray, window: Any = None, allow_uneven_slices: bool = False,
+             options: ReadOptions | None = None) -> tuple[np.ndarray, ImageMeta]:
         """As :meth:`Preprocessor.load`, but a raster file is read with ``cv2.imread`` (BGR) and a 3-channel
         array is taken as BGR, as ``cv2.imread`` returns it."""
         if isinstance(source, np.ndarray):
             return self._array(source)
-        pixels, meta = super().load(source, window, allow_uneven_slices)
+        pixels, meta = super().load(source, window, allow_uneven_slices, options)
         if meta.kind == "raster":
             pixels = read_reference_image(source)[None]
         return pixels, meta

@@ -14,14 +14,16 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..utils import atomic_write_bytes
+from ..utils import atomic_write_bytes, route_library_logger
 from .arrays import resize_array
 from .meta import ImageMeta
 from .readers.nifti import display_to_nifti
+from .readers.raster import undo_exif_orientation
 
 
-def encode_png(arr: np.ndarray, compress_level: int = 1) -> bytes:
-    """PNG bytes of a uint8 (H, W) / (H, W, 3) / (H, W, 4) or uint16 (H, W) array."""
+def encode_png(arr: np.ndarray, compress_level: int = 1, exif_orientation: int = 1) -> bytes:
+    """PNG bytes of a uint8 (H, W) / (H, W, 3) / (H, W, 4) or uint16 (H, W) array; an ``exif_orientation`` other
+    than 1 is stored as the PNG's EXIF Orientation (viewers that honour it then turn it as they turn the input)."""
     arr = np.ascontiguousarray(arr)
     if arr.dtype == np.uint16:
         img = Image.fromarray(arr) if arr.ndim == 2 else None
@@ -34,7 +36,12 @@ def encode_png(arr: np.ndarray, compress_level: int = 1) -> bytes:
     else:
         raise DataError(f"cannot write dtype {arr.dtype} as PNG (use uint8 or uint16)")
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=compress_level)
+    extra = {}
+    if exif_orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = int(exif_orientation)
+        extra["exif"] = exif
+    img.save(buf, format="PNG", compress_level=compress_level, **extra)
     return buf.getvalue()
 
 
@@ -43,14 +50,30 @@ def write_png(path: str | Path, arr: np.ndarray, compress_level: int = 1) -> Non
     atomic_write_bytes(path, encode_png(arr, compress_level))
 
 
+def to_stored_orientation(arr: np.ndarray, meta: ImageMeta | None) -> np.ndarray:
+    """An upright (H, W[, C]) map of a raster input -> its stored pixel grid (undoes the EXIF Orientation the
+    reader applied; other inputs unchanged)."""
+    if meta is None or meta.exif_orientation == 1:
+        return arr
+    return undo_exif_orientation(arr, meta.exif_orientation)
+
+
+def write_map_png(path: str | Path, arr: np.ndarray, meta: ImageMeta | None) -> None:
+    """A per-pixel map (mask, probabilities) of a 2-D input as PNG on the input's stored pixel grid, carrying its
+    EXIF Orientation so that viewers show it turned like the input."""
+    orientation = meta.exif_orientation if meta is not None else 1
+    atomic_write_bytes(path, encode_png(to_stored_orientation(arr, meta), exif_orientation=orientation))
+
+
 def write_mask_png(path: str | Path, mask: np.ndarray, meta: ImageMeta | None = None, value: int = 255) -> None:
     """Write a binary mask as an 8-bit PNG (background 0, foreground ``value``), atomically.
 
     Args:
         path: output file (``.png``).
         mask: (H, W) bool/int/float; foreground is ``> 0`` (threshold probabilities before calling).
-        meta: when given, the mask is resized (nearest) to the input's own (H, W) if it differs, so the output
-            overlays the original image pixel for pixel.
+        meta: when given, the mask is resized (nearest) to the input's own (H, W) if it differs and put back on
+            its stored pixel grid (EXIF Orientation undone, and written into the PNG), so the output overlays the
+            original image pixel for pixel.
         value: foreground grey level (255 = visible; 1 = label style).
     """
     mask = np.asarray(mask)
@@ -59,7 +82,7 @@ def write_mask_png(path: str | Path, mask: np.ndarray, meta: ImageMeta | None = 
     out = (mask > 0).astype(np.uint8) * np.uint8(value)
     if meta is not None:
         out = resize_array(out, meta.display_shape, nearest=True)
-    write_png(path, out)
+    write_map_png(path, out, meta)
 
 
 def nifti_bytes(img: Any, gz: bool) -> bytes:
@@ -84,6 +107,7 @@ def write_nifti_mask(path: str | Path, mask: np.ndarray, meta: ImageMeta, displa
     """
     import nibabel as nib
 
+    route_library_logger("nibabel.global")
     mask = np.asarray(mask)
     if meta.kind == "nifti" and meta.affine is not None:
         affine = meta.affine
@@ -101,7 +125,9 @@ def write_nifti_mask(path: str | Path, mask: np.ndarray, meta: ImageMeta, displa
         header = None
     else:
         raise DataError(f"{path}: write_nifti_mask needs a NIfTI or DICOM series input, got {meta.kind}")
-    img = nib.Nifti1Image(data, affine, header=header)
+    # a NIfTI-2 input gets a NIfTI-2 mask: its header cannot go into a NIfTI-1 image
+    cls = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    img = cls(data, affine, header=header)
     img.set_data_dtype(np.uint8)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["descrip"] = b"reclmis mask"

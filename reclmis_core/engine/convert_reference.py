@@ -26,6 +26,7 @@ from ..data.reference import REFERENCE_EOF_FILL, REFERENCE_TOKENS
 from ..errors import CheckpointError
 from ..models import build_model
 from ..models.text.convert import openai_to_hf_text
+from ..utils import strip_ansi
 from .checkpoint import load_state_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,16 @@ class ConversionReport:
         return [f"{n} tensors: {_LEFT_OUT_REASONS[k]}" for k, n in self.left_out.items() if n]
 
 
+def _unpickling_reason(exc: Exception) -> str:
+    """The line of torch's weights-only refusal that names what the file wanted to load (``Unsupported global:
+    GLOBAL os.system``), without the ANSI styling and the advice to load it unsafely around it."""
+    lines = [line.strip() for line in strip_ansi(str(exc)).splitlines() if line.strip()]
+    named = next((line for line in lines if "GLOBAL" in line or "global" in line), None)
+    if named is None:
+        return lines[0].split(". ")[0].rstrip(".") if lines else type(exc).__name__
+    return named.split(": ", 1)[1].rstrip(".") if named.startswith("WeightsUnpickler error") else named.rstrip(".")
+
+
 def read_reference_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(``state_dict`` with ``module.`` stripped, {data_parallel, epoch, val_loss}) of a reference checkpoint;
     never runs code from the file."""
@@ -82,10 +93,9 @@ def read_reference_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: refused: it is not a plain tensor checkpoint (loading it would need code from the file: "
-            f"{first})"
+            f"{path}: refused: it is not a plain tensor checkpoint; loading it would need code from the file "
+            f"({_unpickling_reason(exc)})"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

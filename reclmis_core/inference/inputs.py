@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.readers import detect_kind
 from ..data.readers.dicom import DICOM_EXTS, is_dicom
+from ..data.readers.dicomdir import dicomdir_files, find_dicomdir
 from ..data.readers.nifti import NIFTI_EXTS
 from ..data.readers.raster import RASTER_EXTS
 from ..errors import DataError
@@ -29,6 +31,8 @@ class InputSpec:
     kind: str  # (str) raster | dicom | dicom-series | nifti
     given: str  # (str) the argument it came from (for messages)
     stem: str = ""  # (str) unique output name stem in this run
+    files: list[Path] | None = None  # (list) dicom-series: its files when not all of the folder's (a DICOMDIR's)
+    series: str | None = None  # (str) dicom-series: the SeriesInstanceUID to read when the folder holds several
 
 
 @dataclass
@@ -40,7 +44,7 @@ class Failure:
     stem: str | None = None
 
 
-def _stem_of(path: Path) -> str:
+def stem_of(path: Path) -> str:
     name = path.name
     low = name.lower()
     for ext in (".nii.gz", *NIFTI_EXTS, *RASTER_EXTS, *DICOM_EXTS):
@@ -49,39 +53,77 @@ def _stem_of(path: Path) -> str:
     return path.stem or name
 
 
-def _dicom_folder_kind(folder: Path) -> tuple[str, list[Path]]:
-    """``series`` if the DICOM files of ``folder`` form one positioned series, else ``files`` (e.g. CR/DX)."""
+def _series_of(files: list[Path]) -> tuple[dict[str, list[Path]], set[str], list[Path]]:
+    """Headers of DICOM ``files``: files per SeriesInstanceUID, the UIDs whose files are all positioned single
+    frames (a volume's slices), and the files whose header cannot be read (they fail alone when read)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and is_dicom(p)]
-    if len(files) < 2:
-        return "files", files
-    uids, positioned, readable = set(), True, 0
+    groups: dict[str, list[Path]] = {}
+    unpositioned: set[str] = set()
+    broken: list[Path] = []
     for f in files:
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError):
-            continue  # a broken file does not decide; it is reported when it is read
-        readable += 1
-        uids.add(str(ds.get("SeriesInstanceUID", "")))
-        positioned &= "ImagePositionPatient" in ds and int(ds.get("NumberOfFrames", 1) or 1) == 1
-    return ("series" if readable >= 2 and len(uids) == 1 and positioned else "files"), files
+            broken.append(f)  # a broken file does not decide; it is reported when it is read
+            continue
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        groups.setdefault(uid, []).append(f)
+        if "ImagePositionPatient" not in ds or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+            unpositioned.add(uid)
+    volumes = {uid for uid, fs in groups.items() if len(fs) >= 2 and uid not in unpositioned}
+    return groups, volumes, broken
 
 
-def _expand_folder(folder: Path, given: str) -> list[InputSpec]:
+def _dicom_specs(where: Path, files: list[Path], given: str, series: str | None, mixed: bool,
+                 indexed: bool = False) -> tuple[list[InputSpec], list[Failure]]:
+    """Inputs from the DICOM files of one folder (or the files a DICOMDIR lists, ``indexed``): one series of
+    positioned slices is one volume input; in a folder, several series of which one is a volume are an error (as
+    docs/dicom.md says) unless ``series`` picks one, while a DICOMDIR gives each series as an input; other files
+    (CR/DX radiographs, multi-frame) are one input each."""
+    groups, volumes, broken = _series_of(files)
+    if series is not None:
+        groups = {uid: fs for uid, fs in groups.items() if uid == series}
+        broken = []
+    specs = [InputSpec(f, "dicom", given) for f in broken]
+    if not indexed and len(groups) > 1 and volumes & set(groups):
+        listing = ", ".join(f"{uid} ({len(fs)} files)" for uid, fs in sorted(groups.items()))
+        return specs, [Failure(str(where), f"{where}: holds {len(groups)} DICOM series ({listing}); put each series "
+                               "in its own folder or pick one with --series UID")]
+    for uid, fs in sorted(groups.items()):
+        if uid in volumes and (indexed or not mixed):
+            folder = Path(os.path.commonpath([str(f.parent) for f in fs]))
+            specs.append(InputSpec(folder, "dicom-series", given, files=fs if indexed else None,
+                                   series=uid if (indexed or series is not None) else None))
+        else:
+            specs += [InputSpec(f, "dicom", given) for f in fs]
+    return specs, []
+
+
+def _expand_dicomdir(dicomdir: Path, given: str, series: str | None) -> tuple[list[InputSpec], list[Failure]]:
+    try:
+        files = dicomdir_files(dicomdir)
+    except DataError as exc:
+        return [], [Failure(str(dicomdir), str(exc))]
+    return _dicom_specs(dicomdir, files, given, series, mixed=False, indexed=True)
+
+
+def _expand_folder(folder: Path, given: str, series: str | None = None) -> tuple[list[InputSpec], list[Failure]]:
+    dicomdir = find_dicomdir(folder)
+    if dicomdir is not None:  # a CD/USB export: the DICOMDIR is the index of everything below
+        return _expand_dicomdir(dicomdir, given, series)
     entries = sorted(folder.iterdir())
     dicoms = [p for p in entries if p.is_file() and is_dicom(p)]
-    others = [p for p in entries if p.is_file() and p not in dicoms]
+    others = [p for p in entries if p.is_file() and p not in dicoms and not p.name.startswith(".")]
     specs: list[InputSpec] = []
+    failures: list[Failure] = []
     if dicoms:
-        how, files = _dicom_folder_kind(folder)
-        if how == "series" and not any(p.suffix.lower() in RASTER_EXTS or _is_nifti(p) for p in others):
-            return [InputSpec(folder, "dicom-series", given)]
-        specs += [InputSpec(p, "dicom", given) for p in files]
-    for p in others:
-        if p.name.startswith("."):
-            continue
+        mixed = any(p.suffix.lower() in RASTER_EXTS or _is_nifti(p) for p in others)
+        found, failed = _dicom_specs(folder, dicoms, given, series, mixed)
+        specs += found
+        failures += failed
+    for p in others if series is None else []:
         if p.suffix.lower() in RASTER_EXTS:
             specs.append(InputSpec(p, "raster", given))
         elif _is_nifti(p):
@@ -89,9 +131,11 @@ def _expand_folder(folder: Path, given: str) -> list[InputSpec]:
         else:
             log.debug("skipping %s (not an image type reclmis reads)", p)
     for sub in (p for p in entries if p.is_dir() and not p.name.startswith(".")):
-        if any(is_dicom(p) for p in sorted(sub.iterdir())[:50] if p.is_file()):
-            specs += _expand_folder(sub, given)
-    return sorted(specs, key=lambda s: str(s.path))
+        if find_dicomdir(sub) is not None or any(is_dicom(p) for p in sorted(sub.iterdir())[:50] if p.is_file()):
+            found, failed = _expand_folder(sub, given, series)
+            specs += found
+            failures += failed
+    return sorted(specs, key=lambda s: str(s.path)), failures
 
 
 def _is_nifti(path: Path) -> bool:
@@ -99,12 +143,14 @@ def _is_nifti(path: Path) -> bool:
     return low.endswith(".nii") or low.endswith(".nii.gz")
 
 
-def collect_inputs(args: Sequence[str | Path]) -> tuple[list[InputSpec], list[Failure]]:
+def collect_inputs(args: Sequence[str | Path], series: str | None = None) -> tuple[list[InputSpec], list[Failure]]:
     """Expand files, folders and glob patterns into input specs with unique stems.
 
     Folders: images/volumes/DICOM files at the top level (sorted), DICOM series in sub-folders; a folder whose
-    DICOM files form one positioned series is one input. A missing path or an empty glob is a failure, as is a
-    file of an unknown type named explicitly; unknown files inside folders are skipped.
+    DICOM files form one positioned series is one input; a DICOMDIR (a CD/USB export; the file or its folder)
+    gives every series it lists. ``series``: only the DICOM series with this SeriesInstanceUID (``--series``).
+    A missing path or an empty glob is a failure, as is a file of an unknown type named explicitly; unknown
+    files inside folders are skipped.
     """
     specs: list[InputSpec] = []
     failures: list[Failure] = []
@@ -118,11 +164,15 @@ def collect_inputs(args: Sequence[str | Path]) -> tuple[list[InputSpec], list[Fa
                 continue
             paths = [Path(m) for m in matches]
         for path in paths:
-            if path.is_dir():
-                found = _expand_folder(path, text)
-                if not found:
-                    failures.append(Failure(str(path), f"{path}: folder holds no PNG/JPEG/TIFF, DICOM or NIfTI files"))
+            if path.is_dir() or find_dicomdir(path) is not None:
+                found, failed = (_expand_folder(path, text, series) if path.is_dir()
+                                 else _expand_dicomdir(path, text, series))
+                if not found and not failed:
+                    what = (f"no DICOM series {series}" if series is not None
+                            else "no PNG/JPEG/TIFF, DICOM or NIfTI files")
+                    failed = [Failure(str(path), f"{path}: folder holds {what}")]
                 specs += found
+                failures += failed
                 continue
             try:
                 kind = detect_kind(path)
@@ -130,10 +180,10 @@ def collect_inputs(args: Sequence[str | Path]) -> tuple[list[InputSpec], list[Fa
                 failures.append(Failure(str(path), str(exc)))
                 continue
             specs.append(InputSpec(path, kind, text))
-    seen: set[Path] = set()
+    seen: set[tuple[Path, str | None]] = set()
     unique = []
     for s in specs:
-        key = s.path.resolve()
+        key = (s.path.resolve(), s.series)
         if key not in seen:
             seen.add(key)
             unique.append(s)
@@ -144,7 +194,7 @@ def collect_inputs(args: Sequence[str | Path]) -> tuple[list[InputSpec], list[Fa
 def assign_stems(specs: list[InputSpec]) -> None:
     """Give every spec a unique stem: the file's stem; collisions get their parent folders prefixed
     (``a/scan.png`` -> ``a_scan``), then ``_2``, ``_3``... in input order. Deterministic for a given input list."""
-    base = [_stem_of(s.path) for s in specs]
+    base = [stem_of(s.path) for s in specs]
     names = list(base)
     for depth in (1, 2, 3):
         counts: dict[str, int] = {}
@@ -168,60 +218,6 @@ def assign_stems(specs: list[InputSpec]) -> None:
         s.stem = name
 
 
-class NoteTable:
-    """Notes per input from a CSV/XLSX with an image column (``image``/``input``/``Image``/``path``) and a note
-    column (``note``/``Description``/``text``). Rows match an input by path (relative to the CSV's folder or
-    absolute), then by file name, then by stem."""
+from .notes_table import NoteTable  # noqa: E402 - re-exported: it needs InputSpec and Failure above
 
-    IMAGE_COLUMNS = ("image", "input", "path", "file", "Image")
-    NOTE_COLUMNS = ("note", "notes", "Description", "description", "text")
-
-    def __init__(self, path: str | Path) -> None:
-        import pandas as pd
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"notes file not found: {self.path}")
-        try:
-            if self.path.suffix.lower() in (".xlsx", ".xls"):
-                df = pd.read_excel(self.path, dtype=str)
-            else:
-                df = pd.read_csv(self.path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except UnicodeDecodeError as exc:
-            from ..data.tables import not_utf8
-
-            raise DataError(f"{self.path}: {not_utf8(exc)}") from None
-        except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise DataError(f"{self.path}: cannot read the notes table ({exc})") from None
-        cols = [str(c).strip() for c in df.columns]
-        df.columns = cols
-        img_col = next((c for c in self.IMAGE_COLUMNS if c in cols), None)
-        note_col = next((c for c in self.NOTE_COLUMNS if c in cols), None)
-        if img_col is None or note_col is None:
-            raise DataError(
-                f"{self.path}: needs columns 'image' and 'note' (found: {', '.join(cols) or 'none'})"
-            )
-        self.by_path: dict[Path, str] = {}
-        by_name: dict[str, list[str]] = {}
-        by_stem: dict[str, list[str]] = {}
-        for key, note in zip(df[img_col].fillna(""), df[note_col].fillna("")):
-            key = str(key).strip()
-            if not key:
-                continue
-            note = str(note).strip()
-            p = Path(key)
-            full = p if p.is_absolute() else self.path.parent / p
-            self.by_path[full.resolve()] = note
-            self.by_path.setdefault(Path(key).resolve(), note)  # relative to the working directory too
-            by_name.setdefault(p.name.rstrip("/"), []).append(note)
-            by_stem.setdefault(_stem_of(p), []).append(note)
-        self.by_name = {k: v[0] for k, v in by_name.items() if len(v) == 1}
-        self.by_stem = {k: v[0] for k, v in by_stem.items() if len(v) == 1}
-
-    def get(self, spec: InputSpec) -> str | None:
-        hit = self.by_path.get(spec.path.resolve())
-        if hit is None:
-            hit = self.by_name.get(spec.path.name)
-        if hit is None:
-            hit = self.by_stem.get(_stem_of(spec.path))
-        return hit
+__all__ = ["Failure", "InputSpec", "NoteTable", "assign_stems", "collect_inputs"]

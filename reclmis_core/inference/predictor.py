@@ -33,6 +33,7 @@ from ..data.intensity import parse_window
 from ..data.meta import ImageMeta
 from ..data.preprocess import Geometry
 from ..data.preprocessor import Preprocessor
+from ..data.readers.base import ReadOptions
 from ..errors import ConfigError, DataError, ReclmisError
 from ..runtime.base import Runtime
 from .explain import Explanation
@@ -252,7 +253,8 @@ class Predictor:
         """Read + model pixels through the preprocessor: (meta, display image, geometry, uint8 model pixels
         (n, S, S[, 3]))."""
         pre = self.preprocessor
-        slices, meta = pre.load(spec.path, self.window, self.allow_uneven_slices)
+        options = ReadOptions(self.allow_uneven_slices, spec.files, spec.series)
+        slices, meta = pre.load(spec.path, self.window, self.allow_uneven_slices, options)
         geom = pre.geometry(slices.shape[1:3], meta)
         pixels = np.stack([pre.to_model(s, geom) for s in slices])
         return meta, pre.display(slices, meta), geom, pixels

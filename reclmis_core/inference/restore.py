@@ -185,10 +185,14 @@ class OutputSet:
 
     def discard(self) -> None:
         for p in self.files.values():
+            if not p.exists():  # registered, never written (unlink would fail on a read-only file system)
+                continue
             try:
                 p.unlink()
             except FileNotFoundError:
                 pass
+            except OSError as exc:  # a read-only or failing file system: say what is left, never raise here
+                log.warning("%s: could not remove this partial output (%s)", p, exc.strerror or exc)
         self.files.clear()
 
 
@@ -197,11 +201,13 @@ SHAPE_ORDER = {2: ["row", "column"], 3: ["slice", "row", "column"]}
 
 
 def write_png_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> tuple[int, int]:
-    """Binary mask (0/255) at the input's own (H, W); returns the PNG's (rows, columns)."""
+    """Binary mask (0/255) at the input's own (H, W), on its stored pixel grid (an EXIF Orientation undone);
+    returns the PNG's (rows, columns)."""
     if tuple(mask.shape) != tuple(meta.display_shape):
         raise DataError(f"{meta.path}: mask {mask.shape} does not match the input size {meta.display_shape}")
     write_mask_png(path, mask, meta)
-    return int(mask.shape[0]), int(mask.shape[1])
+    rows, cols = int(mask.shape[0]), int(mask.shape[1])
+    return (cols, rows) if meta.exif_orientation in (5, 6, 7, 8) else (rows, cols)
 
 
 def write_volume_mask(path: Path, mask: np.ndarray, meta: ImageMeta) -> tuple[int, ...]:

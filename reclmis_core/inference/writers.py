@@ -15,6 +15,7 @@ import numpy as np
 
 from ..choices import FORMATS
 from ..data.meta import ImageMeta
+from ..data.writers import write_map_png
 from ..errors import ConfigError, DataError, ReclmisError
 from ..metrics.components import count_components
 from ..registry import Registry
@@ -45,14 +46,22 @@ class PredictOptions:
 
 
 
-def format_error(fmt: str, path: str | Path, kind: str, is_volume: bool | None = None) -> str | None:
+def is_frame_stack(meta: ImageMeta) -> bool:
+    """A multi-frame DICOM file or a multi-page TIFF: frames without a volume's patient geometry."""
+    return bool(meta.is_volume and meta.kind in ("raster", "dicom"))
+
+
+def format_error(fmt: str, path: str | Path, kind: str, is_volume: bool | None = None,
+                 frames: bool = False) -> str | None:
     """Why ``fmt`` cannot hold the mask of an input of this ``kind`` (None if it can). ``is_volume=None``: the
-    input is not read yet (only what its kind decides is checked)."""
-    if fmt == "png" and is_volume:
+    input is not read yet (only what its kind decides is checked). ``frames``: a multi-frame file (one PNG per
+    frame)."""
+    if fmt == "png" and is_volume and not frames:
         return f"{path}: is a volume; a PNG mask holds one 2-D image (use --format nifti or auto)"
     if fmt == "nifti" and kind not in ("nifti", "dicom-series"):
-        return (f"{path}: --format nifti needs a NIfTI or DICOM-series input, got a {kind} image "
-                "(use --format png or auto)")
+        what = "multi-frame" if frames else kind
+        return (f"{path}: --format nifti needs a NIfTI or DICOM-series input, got a {what} image "
+                f"(use --format png{' (one PNG per frame)' if frames else ''} or auto)")
     if fmt == "dicom-seg" and kind not in ("dicom", "dicom-series"):
         return f"{path}: --format dicom-seg needs a DICOM input, got {kind} (use --format auto)"
     return None
@@ -73,17 +82,35 @@ def check_formats(specs: Sequence[InputSpec], fmt: str) -> tuple[list[InputSpec]
 
 
 def resolve_format(fmt: str, meta: ImageMeta) -> str:
-    """The mask format for one input; DataError if ``fmt`` cannot hold it."""
+    """The mask format for one input; DataError if ``fmt`` cannot hold it.
+
+    ``auto``: PNG for 2-D images, NIfTI for volumes (NIfTI, DICOM series), DICOM SEG for a multi-frame DICOM
+    a SEG can reference (a Frame of Reference and per-frame plane positions: enhanced CT/MR), else one PNG per
+    frame (other multi-frame DICOM, multi-page TIFF)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    frames = is_frame_stack(meta)
+    seg_problem = _seg_problem(meta) if meta.kind in ("dicom", "dicom-series") else None
     if fmt == "auto":
-        if meta.kind == "dicom" and meta.is_volume:
-            return "dicom-seg"  # multi-frame file: the SEG keeps its frames together
+        if frames:
+            return "dicom-seg" if meta.kind == "dicom" and seg_problem is None else "png"
         return "nifti" if meta.is_volume else "png"
-    error = format_error(fmt, meta.path, meta.kind, meta.is_volume)
+    error = format_error(fmt, meta.path, meta.kind, meta.is_volume, frames)
+    if error is None and fmt == "dicom-seg" and seg_problem is not None:
+        error = f"{meta.path}: {seg_problem}, which a DICOM SEG needs (use --format png or auto)"
     if error is not None:
         raise DataError(error)
     return fmt
+
+
+def _seg_problem(meta: ImageMeta) -> str | None:
+    """What a DICOM input lacks for a DICOM SEG over it (None: nothing)."""
+    ref = meta.dicom
+    if ref is None or not ref.frame_of_reference_uid:
+        return "has no FrameOfReferenceUID"
+    if is_frame_stack(meta) and not ref.per_frame_positions:
+        return "is a multi-frame file without per-frame plane positions"
+    return None
 
 
 def _area_stats(mask: np.ndarray, meta: ImageMeta) -> dict[str, Any]:
@@ -117,6 +144,10 @@ MASK_WRITERS: Registry[Callable[[OutputSet, np.ndarray, ImageMeta, PredictOption
 
 @MASK_WRITERS.register("png")
 def _png(outs: OutputSet, mask: np.ndarray, meta: ImageMeta, opts: PredictOptions) -> tuple[int, ...]:
+    if mask.ndim == 3:  # a multi-frame file: <stem>_mask_0001.png ... (1-based, as DICOM numbers frames)
+        for i, frame in enumerate(mask):
+            write_png_mask(outs.path(f"mask_{i + 1:04d}", f"_mask_{i + 1:04d}.png"), frame, meta)
+        return tuple(int(n) for n in mask.shape)
     return write_png_mask(outs.path("mask", "_mask.png"), mask, meta)
 
 
@@ -169,7 +200,7 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
             if pred.is_volume:
                 write_npy(outs.path("prob", "_prob.npy"), volume_prob_in_stored_order(pred.prob, meta))
             else:
-                write_png(outs.path("prob", "_prob.png"), prob_to_uint8(pred.prob))
+                write_map_png(outs.path("prob", "_prob.png"), prob_to_uint8(pred.prob), meta)
         if pred.explanations is not None:
             exp = pred.explanations[z]
             fig = render_explanation(img2d, mask2d, exp, pred.geometry, pred.note)

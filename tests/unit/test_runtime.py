@@ -93,7 +93,9 @@ def test_int8_export_calibrates_names_its_graph_and_runs_in_predict(tiny, tmp_pa
     q = side["quantization"]
     assert side["graphs"]["segmentation"]["file"] == "segmentation.int8.onnx"
     assert q["n_calibration_images"] == 8 and "phantom" in q["calibration"]
-    assert 0.0 <= q["mask_dice_vs_fp32"] <= 1.0 and q == res.int8
+    assert q["mask_dice_vs_fp32"] is None or 0.0 <= q["mask_dice_vs_fp32"] <= 1.0
+    assert q == res.int8 and "another seed" in q["agreement_images"]  # held out: not the calibration images
+    assert q["int8_min_dice"] == 0.0 and q["agreement_gate"].startswith("not checked")
     assert "node_conv2d" in q["fp32_nodes"]  # the image's first convolution stays fp32
 
     from reclmis_core.runtime import open_runtime
@@ -113,16 +115,39 @@ def test_int8_refused_below_min_dice_writes_nothing(tiny, tmp_path, monkeypatch)
     pytest.importorskip("onnxruntime")
     import reclmis_core.export.quantize as quantize
 
-    def worse(src, dst, calib):  # an int8 graph whose masks agree with fp32's at Dice 0.5
+    def worse(src, dst, calib, holdout):  # an int8 graph whose masks agree with fp32's at Dice 0.5
+        assert holdout.source != calib.source  # agreement is measured on other images than calibration's
         (dst / "segmentation.int8.onnx").write_bytes(b"")
-        return {"mask_dice_vs_fp32": 0.5, "min_mask_dice_vs_fp32": 0.1}
+        return {"mask_dice_vs_fp32": 0.5, "min_mask_dice_vs_fp32": 0.1, "n_compared": 4, "n_both_empty": 0}
 
     monkeypatch.setattr(quantize, "quantize_export", worse)
     out = tmp_path / "int8"
     with pytest.raises(ExportError, match="int8-min-dice 0.98; nothing was written"):
-        export_model(tiny[2], "onnx", out, verify=True, int8=True, calib_images=4)
+        export_model(tiny[2], "onnx", out, int8=True, calib_images=4)  # the default gates, --verify or not
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+def test_int8_two_empty_masks_are_no_agreement(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import reclmis_core.export.quantize as quantize
+
+    empty = np.zeros((3, 8, 8), np.float32)
+    q = quantize.mask_agreement(empty, empty, 0.5)
+    assert q["mask_dice_vs_fp32"] is None and q["n_both_empty"] == 3 and q["n_compared"] == 0
+    one = empty.copy()
+    one[0, 2:4, 2:4] = 0.9
+    q = quantize.mask_agreement(one, empty, 0.5)  # one lesion lost, two empty pairs: Dice 0, not 2/3
+    assert q["mask_dice_vs_fp32"] == 0.0 and q["n_compared"] == 1
+
+    def all_empty(src, dst, calib, holdout):
+        (dst / "segmentation.int8.onnx").write_bytes(b"")
+        return {"mask_dice_vs_fp32": None, "min_mask_dice_vs_fp32": None, "n_compared": 0, "n_both_empty": 4}
+
+    monkeypatch.setattr(quantize, "quantize_export", all_empty)
+    with pytest.raises(ExportError, match="all 4 masks are empty in both"):
+        export_model(tiny[2], "onnx", tmp_path / "int8", int8=True, calib_images=4)
+    assert not (tmp_path / "int8").exists()
 
 
 def test_int8_option_errors(tiny, tmp_path):
@@ -193,3 +218,18 @@ def test_torch_export_artefact_is_predicted_and_benchmarked(tmp_path, tiny_cfg, 
     np.testing.assert_allclose(exported, eager, atol=1e-5)
     ctx = BenchContext(model, tiny_cfg, Preprocessor.from_config(tiny_cfg), torch.device("cpu"), tmp_path / "bench")
     assert isinstance(build_runtime("torch-export", ctx), TorchExportRuntime)
+
+
+def test_int8_agreement_images_are_held_out_from_calibration(tiny, tmp_path):
+    from reclmis_core.data.synthetic import SyntheticConfig, write_synthetic
+    from reclmis_core.export.quantize import calibration_set, holdout_set
+
+    cfg = tiny[1]
+    data = tmp_path / "data"
+    write_synthetic(data, SyntheticConfig(n_train=6, n_val=2, n_test=2, size=48, seed=3), workers=1)
+    calib = calibration_set(cfg, data, 4)
+    held = holdout_set(cfg, data, 4)
+    assert "held-out" in held.source and "val" in held.source
+    assert not any(np.array_equal(c, h) for c in calib.images for h in held.images)
+    everything = holdout_set(cfg, data, 6)  # all 6 train images calibrate: only val/test remain
+    assert everything.images.shape[0] == 4 and "not used" not in everything.source

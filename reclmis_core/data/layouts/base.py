@@ -14,7 +14,7 @@ from ..readers import strip_suffix
 
 SPLITS = ("train", "val", "test")
 
-#: Problem kinds. All are fatal (exit 2 unless --skip-bad) except ``non_binary_mask`` (a warning).
+#: Problem kinds. All are fatal (exit 2 unless --skip-bad) except those in WARNING_KINDS.
 PROBLEM_KINDS = {
     "missing_mask": "the mask file does not exist",
     "unreadable": "the file cannot be decoded",
@@ -27,8 +27,9 @@ PROBLEM_KINDS = {
     "outside_source": "a path resolves outside the source folder",
     "bad_split": "the split is not train, val or test",
     "non_binary_mask": "the mask holds more than two values; binarised as > 0",
+    "exif_orientation": "image and mask carry different EXIF orientations; each is read upright",
 }
-WARNING_KINDS = frozenset({"non_binary_mask"})
+WARNING_KINDS = frozenset({"non_binary_mask", "exif_orientation"})
 
 _SPLIT_ALIASES = {
     "train": "train", "training": "train", "tr": "train",

@@ -70,13 +70,15 @@ def strip_suffix(name: str) -> str:
     return name[: len(name) - n]
 
 
-def read_image(path: str | Path, allow_uneven_slices: bool = False) -> tuple[np.ndarray, ImageMeta]:
+def read_image(path: str | Path, allow_uneven_slices: bool = False, options: ReadOptions | None = None
+               ) -> tuple[np.ndarray, ImageMeta]:
     """Read a 2-D image, a DICOM file, a DICOM series folder or a NIfTI volume (see the module docstring).
 
     Args:
         path: file or DICOM series folder.
         allow_uneven_slices: DICOM series: accept a gap or uneven slice spacing with a warning (the affine is
             then approximate) instead of a DataError.
+        options: every reader option at once (its ``allow_uneven_slices`` wins over the argument).
 
     Returns:
         ``(array, meta)``; volumes come back as ``(Z, H, W)`` axial display slices with ``meta.is_volume``.
@@ -85,7 +87,7 @@ def read_image(path: str | Path, allow_uneven_slices: bool = False) -> tuple[np.
         DataError: missing, unreadable or unsupported file, naming the path.
     """
     spec = READERS.get(detect_kind(path))
-    return spec.read(Path(path), ReadOptions(allow_uneven_slices=allow_uneven_slices))
+    return spec.read(Path(path), options or ReadOptions(allow_uneven_slices=allow_uneven_slices))
 
 
 def read_mask(path: str | Path) -> tuple[np.ndarray, ImageMeta]:

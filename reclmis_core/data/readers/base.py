@@ -7,7 +7,7 @@ the name it writes into ``ImageMeta.kind`` (nnU-Net keeps a list of reader class
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,8 @@ class ReadOptions:
     """What a caller may ask of any reader; each reader uses the fields that concern its format."""
 
     allow_uneven_slices: bool = False  # (bool) DICOM series: accept a gap/uneven spacing (warning, approximate affine)
+    files: Sequence[Path] | None = None  # (list) DICOM series: its files when not all of the folder's (a DICOMDIR's)
+    series_uid: str | None = None  # (str) DICOM series: the SeriesInstanceUID to read when the folder holds several
 
 
 ReadFn = Callable[[Path, ReadOptions], tuple[np.ndarray, ImageMeta]]

@@ -4,12 +4,14 @@ a series folder (``(Z, H, W)`` slices, inferior -> superior) and DICOM SEG masks
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...errors import DataError
+from ...utils import drop_log_messages
 from ..intensity import scale_to_uint8
 from ..meta import DicomRef, ImageMeta
 from .base import ReadOptions, register_reader
@@ -31,6 +33,8 @@ def _looks_like_dicom(path: Path) -> bool:
 def is_dicom(path: str | Path) -> bool:
     """A DICOM file: a DICOM ending, or the ``DICM`` preamble marker whatever the name."""
     path = Path(path)
+    if path.name.upper() == "DICOMDIR":  # the index of a CD/USB export, no image (see readers.dicomdir)
+        return False
     return path.is_file() and (path.suffix.lower() in DICOM_EXTS or _looks_like_dicom(path))
 
 
@@ -49,6 +53,12 @@ def _dcmread(path: Path, stop_before_pixels: bool = False) -> Any:
         raise DataError(f"{path}: file not found") from None
     except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
         raise DataError(f"{path}: unreadable DICOM file ({exc})") from None
+
+
+def _syntax_name(ds: Any) -> str:
+    """The transfer syntax's name (``JPEG 2000 Image Compression``), for messages."""
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return str(getattr(uid, "name", uid) or "no transfer syntax")
 
 
 def _float_pair(value: Any) -> tuple[float, float] | None:
@@ -81,10 +91,19 @@ def _dicom_pixels(ds: Any, path: Path) -> tuple[np.ndarray, ImageMeta]:
     """Modality values of one DICOM dataset (rescale applied) and its meta."""
     from pydicom.pixels import apply_modality_lut
 
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        sop = ds.get("SOPClassUID")
+        what = f"SOP class {getattr(sop, 'name', sop)}" if sop else "no SOP class"
+        raise DataError(f"{path}: DICOM file has no pixel data ({what}): it is not an image")
     try:
-        raw = ds.pixel_array
+        # pydicom logs each decoder's failure with its traceback before raising one error that lists them all;
+        # that error is what the user gets (one line), so the per-decoder records are dropped ("" matches all)
+        with drop_log_messages({"pydicom.pixels.decoders.base": ("",)}):
+            raw = ds.pixel_array
     except (AttributeError, ValueError, RuntimeError, NotImplementedError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: DICOM file has no readable pixel data ({exc})") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = " ".join([lines[0], "; ".join(lines[1:])]).strip()  # "... all available plugins: a: x; b: y"
+        raise DataError(f"{path}: DICOM file has no readable pixel data ({_syntax_name(ds)}: {detail})") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     samples = int(ds.get("SamplesPerPixel", 1))
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
@@ -112,6 +131,7 @@ def _dicom_pixels(ds: Any, path: Path) -> tuple[np.ndarray, ImageMeta]:
         if "ImageOrientationPatient" in ds
         else None,
         patient_orientation=_str_tuple(ds.get("PatientOrientation")),
+        per_frame_positions="PerFrameFunctionalGroupsSequence" in ds,
     )
     meta = ImageMeta(
         path=str(path),
@@ -201,22 +221,30 @@ def _check_slice_geometry(folder: Path, metas: list[ImageMeta], allow_uneven: bo
     return step
 
 
-def read_dicom_series(folder: str | Path, allow_uneven_slices: bool = False) -> tuple[np.ndarray, ImageMeta]:
+def read_dicom_series(folder: str | Path, allow_uneven_slices: bool = False, files: Sequence[Path] | None = None,
+                      series_uid: str | None = None) -> tuple[np.ndarray, ImageMeta]:
     """A folder with one DICOM series: ``(Z, H, W)`` float32, slices sorted inferior -> superior.
 
     Slices are ordered by their position along the plane normal (ImagePositionPatient), falling back to
-    InstanceNumber. Files that are not DICOM are ignored; several series in one folder is an error, and so are
-    slices of different orientations. A gap (missing slice) or uneven spacing is a DataError unless
-    ``allow_uneven_slices`` (then a warning and an approximate affine), never a silently wrong affine.
+    InstanceNumber. Files that are not DICOM are ignored; several series in one folder is an error unless
+    ``series_uid`` picks one, and so are slices of different orientations. A gap (missing slice) or uneven spacing
+    is a DataError unless ``allow_uneven_slices`` (then a warning and an approximate affine), never a silently
+    wrong affine. ``files``: the series' files (e.g. listed by a DICOMDIR) instead of the folder's.
     """
     folder = Path(folder)
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and is_dicom(p)]
+    if files is None:
+        files = [p for p in sorted(folder.iterdir()) if p.is_file() and is_dicom(p)]
     if not files:
         raise DataError(f"{folder}: no DICOM files in the series folder")
-    datasets = [(_dcmread(p), p) for p in files]
+    datasets = [(_dcmread(Path(p)), Path(p)) for p in files]
+    if series_uid is not None:
+        datasets = [(ds, p) for ds, p in datasets if str(ds.get("SeriesInstanceUID", "")) == series_uid]
+        if not datasets:
+            raise DataError(f"{folder}: holds no DICOM series with SeriesInstanceUID {series_uid}")
     series = {str(ds.get("SeriesInstanceUID", "")) for ds, _ in datasets}
     if len(series) > 1:
-        raise DataError(f"{folder}: holds {len(series)} DICOM series; put each series in its own folder")
+        raise DataError(f"{folder}: holds {len(series)} DICOM series ({', '.join(sorted(series))}); put each "
+                        "series in its own folder or pick one with --series UID")
     positions = [_slice_position(ds) for ds, _ in datasets]
     if all(p is not None for p in positions):
         order = np.argsort(np.asarray(positions, dtype=np.float64), kind="stable")
@@ -262,7 +290,7 @@ def read_dicom_series(folder: str | Path, allow_uneven_slices: bool = False) -> 
 
 @register_reader("dicom-series", describe="DICOM series folder", sniff=is_dicom_series, folder=True)
 def _read_series(folder: Path, options: ReadOptions) -> tuple[np.ndarray, ImageMeta]:
-    return read_dicom_series(folder, options.allow_uneven_slices)
+    return read_dicom_series(folder, options.allow_uneven_slices, options.files, options.series_uid)
 
 
 #: SOP classes of DICOM Segmentation objects: Segmentation Storage and Label Map Segmentation Storage.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ...errors import DataError
+from ...utils import route_library_logger
 from ..meta import ImageMeta
 from .base import ReadOptions, register_reader, require_finite
 
@@ -39,25 +42,57 @@ def display_to_nifti(slices: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(apply_orientation(ras, ornt))
 
 
+def _load(path: Path) -> Any:
+    """The NIfTI image at ``path``. A ``.gz`` file is inflated to its end first, so gzip's CRC and length check
+    runs: nibabel alone reads only the bytes the header asks for and never reaches them, and a corrupted file
+    that still inflates to the right length would give garbage voxels without an error."""
+    import nibabel as nib
+
+    route_library_logger("nibabel.global")
+    if not path.name.lower().endswith(".gz"):
+        return nib.load(str(path))
+    raw = gzip.decompress(path.read_bytes())
+    if len(raw) < 4:
+        raise ValueError("file too short for a NIfTI header")
+    nifti2 = 540 in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))  # sizeof_hdr
+    cls = nib.Nifti2Image if nifti2 else nib.Nifti1Image
+    return cls.from_bytes(raw)
+
+
+def check_affine(affine: np.ndarray, path: str | Path) -> None:
+    """DataError unless ``affine`` maps voxels to the world: finite, and each voxel axis with a length and a
+    direction of its own (a zero pixdim or a collapsed sform/qform cannot be reoriented)."""
+    lin = affine[:3, :3]
+    if not np.isfinite(affine).all():
+        raise DataError(f"{path}: the NIfTI affine holds NaN or inf; fix the header's sform/qform")
+    lengths = np.sqrt((lin**2).sum(axis=0))
+    if (lengths <= 0).any():
+        axes = ", ".join(str(i) for i in np.flatnonzero(lengths <= 0))
+        raise DataError(f"{path}: the NIfTI affine gives voxel axis {axes} zero length (pixdim or sform/qform "
+                        "is 0); fix the header")
+    if abs(np.linalg.det(lin / lengths)) < 1e-6:
+        raise DataError(f"{path}: the NIfTI affine maps two voxel axes onto one direction; fix the header's "
+                        "sform/qform")
+
+
 @register_reader("nifti", describe="NIfTI .nii/.nii.gz", suffixes=NIFTI_EXTS)
 def read_nifti(path: str | Path, options: ReadOptions | None = None) -> tuple[np.ndarray, ImageMeta]:
     """A 3-D NIfTI volume as ``(Z, H, W)`` float32 axial display slices; affine and header kept in the meta.
 
     4-D volumes are refused unless the 4th axis has length 1.
     """
-    import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
-
     path = Path(path)
     try:
-        img = nib.load(str(path))
+        img = _load(path)
         data = np.asanyarray(img.dataobj)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (ImageFileError, OSError, EOFError, ValueError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:  # ImageFileError is a ValueError
         raise DataError(f"{path}: unreadable NIfTI file ({exc})") from None
     require_finite(data, path)
     stored_shape = tuple(int(s) for s in data.shape)
+    if data.size == 0:
+        raise DataError(f"{path}: the volume holds no voxels (stored shape {stored_shape})")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -65,6 +100,7 @@ def read_nifti(path: str | Path, options: ReadOptions | None = None) -> tuple[np
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3-D volume, got shape {stored_shape} (split 4-D series first)")
     affine = np.asarray(img.affine, dtype=np.float64)
+    check_affine(affine, path)
     slices = nifti_to_display(np.asarray(data, dtype=np.float32), affine)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # voxel size along each stored axis
     from nibabel.orientations import aff2axcodes, io_orientation
