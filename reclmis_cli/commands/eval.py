@@ -60,7 +60,7 @@ def eval_(
     """Evaluate a checkpoint: per-image Dice/mIoU (LViT/RecLMIS protocol) and global Dice/IoU."""
     from reclmis_core.data.folders import check_data_dir
     from reclmis_core.device import apply_threads, resolve_device
-    from reclmis_core.engine.checkpoint import find_latest_checkpoint
+    from reclmis_core.checkpoint import find_latest_checkpoint
     from reclmis_core.engine.evaluator import TEXT_MODES, evaluate
     from reclmis_core.runtime import open_runtime
 

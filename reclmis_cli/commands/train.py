@@ -105,7 +105,7 @@ def resolve_run_config(
     recipe_name = chosen.name if chosen else None
     overrides: dict[str, Any] = {}
     if init is not None:
-        from reclmis_core.engine.checkpoint import checkpoint_run_config, read_checkpoint_config
+        from reclmis_core.checkpoint import checkpoint_run_config, read_checkpoint_config
 
         ck = checkpoint_run_config(read_checkpoint_config(init))
         data_keys = ("preprocessing", "mean", "std")
@@ -142,7 +142,7 @@ def resolve_run_config(
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The config of the run being resumed; explicit options may only change RESUMABLE_KEYS."""
-    from reclmis_core.engine.checkpoint import checkpoint_run_config, read_checkpoint_config, recover_folder
+    from reclmis_core.checkpoint import checkpoint_run_config, read_checkpoint_config, recover_folder
 
     last = run_dir / "last"
     recover_folder(last)  # a kill -9 between the two renames of a checkpoint write left the old copy aside

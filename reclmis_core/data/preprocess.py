@@ -19,8 +19,7 @@ step 2 backwards on the output, so a mask comes back on the input's own grid.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 

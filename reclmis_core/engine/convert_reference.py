@@ -26,7 +26,7 @@ from ..data.reference import REFERENCE_EOF_FILL, REFERENCE_TOKENS
 from ..errors import CheckpointError
 from ..models import build_model
 from ..models.text.convert import openai_to_hf_text
-from .checkpoint import load_state_strict, save_checkpoint
+from ..checkpoint import load_state_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
 

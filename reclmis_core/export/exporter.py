@@ -10,7 +10,7 @@ onnx           folder: ``segmentation.onnx``, ``text_encoder.onnx``, ``reclmis_e
 torch-export   folder: ``segmentation.pt2``, ``text_encoder.pt2`` (torch.export programs, dynamic batch and
                note length), ``reclmis_export.json``; load with ``torch.export.load(path).module()``
 safetensors    folder: ``model.safetensors`` (inference weights) + ``config.json`` (config with the training-only
-               branches switched off); ``reclmis_core.engine.checkpoint.load_checkpoint`` reads it
+               branches switched off); ``reclmis_core.checkpoint.load_checkpoint`` reads it
 =============  ========================================================================================
 
 Outputs are built in a temporary sibling folder and renamed into place only after (optional) verification
@@ -112,7 +112,7 @@ def resolve_model(
     from ..models import RecLMIS, RecLMISInference
 
     if isinstance(checkpoint_or_model, (str, Path)):
-        from ..engine.checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         model, run_cfg, _ = load_checkpoint(checkpoint_or_model)
         return model, model.for_inference(), run_cfg, str(Path(checkpoint_or_model).resolve())
@@ -396,7 +396,7 @@ def export_model(
             _quantize_into(int8_tmp, inf, run_cfg, pre, tmp, dest, result, verify, calib, calib_images,
                            int8_min_dice)
             final = int8_tmp
-        from ..engine.checkpoint import replace_folder
+        from ..checkpoint import replace_folder
 
         replace_folder(final, dest)
     finally:

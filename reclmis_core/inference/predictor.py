@@ -33,7 +33,7 @@ from ..data.intensity import parse_window
 from ..data.meta import ImageMeta
 from ..data.preprocess import Geometry
 from ..data.preprocessor import Preprocessor
-from ..errors import ConfigError, DataError, ReclmisError
+from ..errors import ConfigError, ReclmisError
 from ..runtime.base import Runtime
 from .explain import Explanation
 from .inputs import Failure, InputSpec
