@@ -87,18 +87,6 @@ class ExportFormat:
     writer: Callable[..., dict[str, Any]]
     verifier: Callable[..., VerifyResult]
 
-    @property
-    def name(self) -> str:
-        return self.artefact.name
-
-    @property
-    def description(self) -> str:
-        return self.artefact.description
-
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return self.artefact.requires
-
 
 # --------------------------------------------------------------------------------------------------
 # Loading
@@ -274,10 +262,10 @@ FORMATS: dict[str, ExportFormat] = {name: ExportFormat(ARTEFACTS.get(name), *_WR
 def _check_requirements(fmt: ExportFormat) -> None:
     import importlib.util
 
-    missing = [m for m in fmt.requires if importlib.util.find_spec(m) is None]
+    missing = [m for m in fmt.artefact.requires if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(
-            f"--format {fmt.name} needs {', '.join(missing)}; install them with: pip install 'reclmis[export]'"
+            f"--format {fmt.artefact.name} needs {', '.join(missing)}; install them with: pip install 'reclmis[export]'"
         )
 
 
@@ -431,5 +419,5 @@ def _quantize_into(out: Path, inf: Any, cfg: RunConfig, pre: Preprocessor, fp32_
 
 
 def list_formats() -> list[tuple[str, str]]:
-    return [(f.name, f.description) for f in FORMATS.values()]
+    return [(name, f.artefact.description) for name, f in FORMATS.items()]
 

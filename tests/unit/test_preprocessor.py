@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,7 +26,7 @@ from reclmis_core.inference import Predictor, collect_inputs
 from reclmis_core.models import build_model
 from reclmis_core.runtime.torch_runtime import TorchRuntime
 
-from .test_preprocess import NOTE, _folder_source, _png_gray, _png_rgb, dicom_2d
+from .test_preprocess import NOTE, _folder_source, _png_gray, _png_rgb, dicom_2d, nifti_source
 
 SIZE = 32
 
@@ -41,20 +40,6 @@ def _dicom_anisotropic(path: Path) -> tuple[int, int]:
     ds.PixelSpacing = [0.3, 0.15]
     ds.save_as(path)
     return (60, 40)
-
-
-def _nifti_source(root: Path) -> Path:
-    src = root / "src"
-    (src / "images").mkdir(parents=True)
-    (src / "masks").mkdir()
-    vol = np.random.default_rng(0).normal(-500, 300, (20, 10, 3)).astype(np.int16)
-    aff = np.diag([1.0, 2.0, 3.0, 1.0])  # non-square pixels: resampled and padded
-    nib.save(nib.Nifti1Image(vol, aff), src / "images" / "v.nii.gz")
-    m = np.zeros(vol.shape, dtype=np.uint8)
-    m[2:8, 2:6, 1] = 1
-    nib.save(nib.Nifti1Image(m, aff), src / "masks" / "v.nii.gz")
-    pd.DataFrame([{"image": "v.nii.gz", "note": NOTE, "split": "train"}]).to_csv(src / "notes.csv", index=False)
-    return src
 
 
 def _cfg(in_channels: int = 3, reference: bool = False):
@@ -120,7 +105,7 @@ def test_prepare_dataset_eval_and_predict_feed_identical_pixels(tmp_path, captur
 
 def test_nifti_slice_identical_through_dataset_eval_and_predict(tmp_path, captured):
     cfg = _cfg(3)
-    src = _nifti_source(tmp_path)
+    src = nifti_source(tmp_path)
     data = tmp_path / "data"
     prepare_dataset(src, data, PrepareOptions(workers=1))
     ds = ManifestDataset(data, "train", SIZE, 3, cfg.data)
