@@ -105,11 +105,6 @@ class OnnxSegmenter:
 
     # -- preprocessing -------------------------------------------------------------------------------
 
-    @property
-    def plan(self) -> Preprocessor:
-        """The former name of :attr:`preprocessor`."""
-        return self.preprocessor
-
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """Images -> normalised float32 (B, C, S, S) through the export's preprocessor, each resized directly to
         ``image_size`` (no pixel spacing).

@@ -95,7 +95,7 @@ def test_prepare_dataset_eval_and_predict_feed_identical_pixels(tmp_path, captur
     prepare_dataset(src, data, PrepareOptions(workers=1))  # native size: 32 px is the model's, not the data's
     ds = ManifestDataset(data, "train", SIZE, in_channels, cfg.data)  # as training builds it
     train_x = torch.stack([ds[i]["image"] for i in range(len(ds))])
-    ckpt = _checkpoint(tmp_path, cfg, ds.plan.to_dict())
+    ckpt = _checkpoint(tmp_path, cfg, ds.preprocessor.to_dict())
     eval_x = _eval_pixels(ckpt, data, captured)
     predict_x = _predict_pixels(ckpt, src / "images" / name, captured)
     assert train_x.shape == (1, in_channels, SIZE, SIZE)
@@ -111,7 +111,7 @@ def test_nifti_slice_identical_through_dataset_eval_and_predict(tmp_path, captur
     ds = ManifestDataset(data, "train", SIZE, 3, cfg.data)
     assert ds.ids == ["v_s001"]
     train_x = ds[0]["image"][None]
-    ckpt = _checkpoint(tmp_path, cfg, ds.plan.to_dict())
+    ckpt = _checkpoint(tmp_path, cfg, ds.preprocessor.to_dict())
     torch.testing.assert_close(_eval_pixels(ckpt, data, captured), train_x, rtol=0, atol=0)
     predict_x = _predict_pixels(ckpt, src / "images" / "v.nii.gz", captured)
     torch.testing.assert_close(predict_x[1:2], train_x, rtol=0, atol=0)
@@ -125,7 +125,7 @@ def test_reference_kind_identical_through_dataset_eval_and_predict(tmp_path, cap
     prepare_dataset(src, data, PrepareOptions(workers=1))
     ds = ManifestDataset(data, "train", SIZE, 3, cfg.data)
     train_x = ds[0]["image"][None]
-    ckpt = _checkpoint(tmp_path, cfg, ds.plan.to_dict())
+    ckpt = _checkpoint(tmp_path, cfg, ds.preprocessor.to_dict())
     torch.testing.assert_close(_eval_pixels(ckpt, data, captured), train_x, rtol=0, atol=0)
     torch.testing.assert_close(_predict_pixels(ckpt, src / "images" / "c.png", captured), train_x, rtol=0, atol=0)
     import cv2  # the reference's own pipeline on the source file: BGR, cv2.resize, x / 255
@@ -189,5 +189,5 @@ def test_safetensors_export_keeps_the_checkpoints_preprocessor(tmp_path):
     export_model(ckpt, "safetensors", tmp_path / "export")
     _, _, doc = load_checkpoint(tmp_path / "export")
     assert doc["meta"]["preprocessing"]["colour"] is True
-    plan = Predictor.from_checkpoint(tmp_path / "export").plan
+    plan = Predictor.from_checkpoint(tmp_path / "export").preprocessor
     assert (plan.colour, plan.mean, plan.std) == (True, 0.4, 0.3)
