@@ -4,7 +4,7 @@ here."""
 
 from ..artefacts import read_sidecar
 from ..models.text import build_tokenizer
-from ..runtime.onnx_segmenter import OnnxSegmenter, _sigmoid  # noqa: F401  (_sigmoid: int8 agreement in quantize)
+from ..runtime.onnx_segmenter import OnnxSegmenter
 from .onnx import SEG_FILE, TEXT_FILE
 
 __all__ = ["OnnxSegmenter", "build_tokenizer", "read_sidecar", "SEG_FILE", "TEXT_FILE"]
