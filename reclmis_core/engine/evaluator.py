@@ -119,7 +119,7 @@ def notes_for_mode(notes: Sequence[str], mode: str, seed: int = 0) -> list[str]:
         return shuffled_notes(notes, seed)
     if mode == "empty":
         return [""] * len(notes)
-    raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{mode}'")
+    raise ConfigError(f"text mode must be one of {', '.join(TEXT_MODES)}, got '{mode}'")
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -163,7 +163,7 @@ def evaluate(
     from ..data.dataset import ManifestDataset, collate_fn
 
     if text_mode not in TEXT_MODES:
-        raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{text_mode}'")
+        raise ConfigError(f"text mode must be one of {', '.join(TEXT_MODES)}, got '{text_mode}'")
     if isinstance(model, Runtime):
         rt = model
     else:
