@@ -12,8 +12,6 @@ Folders are written to a temporary sibling and renamed into place, so a crash ne
 
 from __future__ import annotations
 
-import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,22 +20,20 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .artefacts import (  # noqa: F401  (CONFIG, FORMAT_VERSION, MODEL_CLASS: names callers read from here)
+from .artefacts import (  # noqa: F401  (names callers read from here)
     CONFIG,
     FORMAT_VERSION,
     MODEL_CLASS,
     WEIGHTS,
+    checkpoint_run_config,
     read_checkpoint_config,
+    recover_folder,
+    replace_folder,
     write_checkpoint_document,
 )
-from .config import RunConfig, config_from_dict, config_to_dict, deep_merge, migrate_renamed_keys
+from .config import RunConfig, config_from_dict, config_to_dict
 from .errors import CheckpointError, ReclmisError
 from .models import RecLMIS, build_model
-
-log = logging.getLogger(__name__)
-
-# Format 1 (reclmis 0.1) had no model.ci_order: its CI always ran the reference order.
-_DEFAULTS_BEFORE = {1: {"model": {"ci_order": "reference"}}}
 
 
 def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: dict[str, Any] | None = None) -> None:
@@ -46,38 +42,6 @@ def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: d
     write_checkpoint_document(folder, state, config_to_dict(cfg), max_length=model.max_length,
                               excluded=bool(model.persistent_keys_excluded()), text_state=model.text_state(),
                               meta=meta or {})
-
-
-def replace_folder(tmp: Path, dest: Path) -> None:
-    """Move ``tmp`` onto ``dest`` with the old copy removed only after the new one is in place."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_folder(dest: str | Path) -> bool:
-    """Undo a :func:`replace_folder` cut short between its two renames (e.g. ``kill -9``), which leaves no
-    ``dest`` but the previous, complete copy as ``.<name>.old-<pid>``: move that copy back. Returns True if so."""
-    dest = Path(dest)
-    if dest.exists():
-        return False
-    olds = [p for p in dest.parent.glob(f".{dest.name}.old-*") if (p / CONFIG).is_file() and (p / WEIGHTS).is_file()]
-    if not olds:
-        return False
-    newest = max(olds, key=lambda p: (p / CONFIG).stat().st_mtime)
-    try:
-        os.replace(newest, dest)
-    except FileNotFoundError:  # another process of the same run restored it first
-        return dest.exists()
-    log.warning("%s was missing after an interrupted checkpoint write; restored the previous copy from %s",
-                dest, newest.name)
-    return True
 
 
 def save_checkpoint(model: RecLMIS, cfg: RunConfig, dest: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -92,13 +56,6 @@ def save_checkpoint(model: RecLMIS, cfg: RunConfig, dest: str | Path, meta: dict
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
-
-
-def checkpoint_run_config(doc: dict[str, Any]) -> dict[str, Any]:
-    """The run config of a ``config.json`` document, with the defaults of its format version filled in and keys
-    renamed since it was written under their new names (``cvr_condition`` -> ``cvr_attn/loss_condition``)."""
-    return migrate_renamed_keys(deep_merge(_DEFAULTS_BEFORE.get(doc.get("format_version"), {}), doc["config"]),
-                                warn=False)
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[RecLMIS, RunConfig, dict[str, Any]]:
