@@ -56,19 +56,13 @@ def eval_(
     """Evaluate a checkpoint: per-image Dice/mIoU (LViT/RecLMIS protocol) and global Dice/IoU."""
     from reclmis_core.data.folders import check_data_dir
     from reclmis_core.device import resolve_device
-    from reclmis_core.engine.eval_run import run_eval
-    from reclmis_core.engine.evaluator import TEXT_MODES
+    from reclmis_core.engine.eval_run import check_eval_options, run_eval
 
     quiet = quiet_mode(quiet)
     if out_dir is not None:
         json_out = json_out or out_dir / "eval.json"
         per_image = per_image or out_dir / "per_image.csv"
-    if text not in TEXT_MODES:
-        raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{text}'")
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split must be train, val or test, got '{split}'")
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise ConfigError(f"--threshold must lie in (0, 1), got {threshold}")
+    check_eval_options(split, text, threshold)  # before anything is loaded
     if data is not None and dataset:
         raise ConfigError("pass either --data or --dataset, not both")
     if data is not None:
