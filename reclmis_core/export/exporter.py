@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artefacts import ARTEFACTS, EXPORT_FORMATS, ArtefactSpec, read_checkpoint_config
+from ..artefacts import ARTEFACTS, EXPORT_FORMATS, ArtefactSpec, read_checkpoint_config, replace_folder
 from ..config import RunConfig
 from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError
@@ -148,6 +148,62 @@ def _quiet_export_noise() -> Any:
     return drop_log_messages(_NOISE)
 
 
+def _check_export_request(fmt: str, out: str | Path, overwrite: bool, int8: bool, calib: str | Path | None,
+                          int8_min_dice: float) -> tuple[ExportFormat, Path]:
+    """The format's row and the output folder; ConfigError for a request export cannot serve, before any work."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format '{fmt}'. Available: {', '.join(FORMATS)}")
+    if (int8 or calib is not None) and fmt != "onnx":
+        raise ConfigError(f"--int8/--calib are for --format onnx (ONNX Runtime runs the int8 graph), not {fmt}")
+    if calib is not None and not int8:
+        raise ConfigError("--calib DATA_DIR calibrates an int8 export; add --int8")
+    if not 0.0 <= int8_min_dice <= 1.0:
+        raise ConfigError(f"--int8-min-dice must lie in [0, 1], got {int8_min_dice}")
+    if calib is not None:  # before any expensive work
+        from ..data.folders import check_data_dir
+
+        check_data_dir(calib, flag="--calib")
+    spec = FORMATS[fmt]
+    _check_requirements(spec)
+    dest = Path(out)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"--out {dest} is a file; {fmt} exports are written to a folder")
+    if dest.exists() and not overwrite:
+        raise ConfigError(f"--out {dest} already exists; pass --overwrite to replace it (only once the new export "
+                          "succeeded), or choose another folder")
+    return spec, dest
+
+
+def _write_and_verify(spec: ExportFormat, inf: Any, run_cfg: RunConfig, tmp: Path, dest: Path, source: str | None,
+                      opset: int, pre: Preprocessor, verify: bool) -> ExportResult:
+    """Write the artefact into ``tmp`` and check it: every inference parameter in it and, with ``verify``, its
+    runtime's logits against eager PyTorch's (ExportError otherwise)."""
+    fmt = spec.artefact.name
+    with _quiet_export_noise():
+        info = spec.writer(inf, run_cfg, tmp, source, opset, pre)
+    result = ExportResult(
+        format=fmt, path=str(dest), files=_folder_files(tmp),
+        size_mb=sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6, seconds=0.0,
+        params_exported=int(info["params_exported"]), params_inference=numel(inf.seg) + numel(inf.text_encoder),
+        opset=info["opset"], exporters=info["exporters"],
+    )
+    if result.params_exported != result.params_inference:
+        raise ExportError(
+            f"the {fmt} export holds {result.params_exported} parameters, the inference model "
+            f"{result.params_inference}; refusing to write it"
+        )
+    if verify:
+        log.info("verifying the %s export against eager PyTorch (batch 1 and 3)", fmt)
+        with _quiet_export_noise():
+            result.verify = spec.verifier(inf, run_cfg, tmp)
+        if not result.verify.passed:
+            raise ExportError(
+                f"--verify failed: the {fmt} export differs from eager PyTorch by max |diff| "
+                f"{result.verify.max_abs_diff:.3g} > {result.verify.tolerance:g}; nothing was written to {dest}"
+            )
+    return result
+
+
 def export_model(
     checkpoint_or_model: Any,
     fmt: str,
@@ -189,26 +245,7 @@ def export_model(
         >>> res.verify.max_abs_diff < 1e-4
         True
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format '{fmt}'. Available: {', '.join(FORMATS)}")
-    if (int8 or calib is not None) and fmt != "onnx":
-        raise ConfigError(f"--int8/--calib are for --format onnx (ONNX Runtime runs the int8 graph), not {fmt}")
-    if calib is not None and not int8:
-        raise ConfigError("--calib DATA_DIR calibrates an int8 export; add --int8")
-    if not 0.0 <= int8_min_dice <= 1.0:
-        raise ConfigError(f"--int8-min-dice must lie in [0, 1], got {int8_min_dice}")
-    if calib is not None:  # before any expensive work
-        from ..data.folders import check_data_dir
-
-        check_data_dir(calib, flag="--calib")
-    spec = FORMATS[fmt]
-    _check_requirements(spec)
-    dest = Path(out)
-    if dest.exists() and not dest.is_dir():
-        raise ConfigError(f"--out {dest} is a file; {fmt} exports are written to a folder")
-    if dest.exists() and not overwrite:
-        raise ConfigError(f"--out {dest} already exists; pass --overwrite to replace it (only once the new export "
-                          "succeeded), or choose another folder")
+    spec, dest = _check_export_request(fmt, out, overwrite, int8, calib, int8_min_dice)
     start = time.perf_counter()
     _, inf, run_cfg, source = resolve_model(checkpoint_or_model, cfg)
     inf = inf.eval()
@@ -218,36 +255,13 @@ def export_model(
     int8_tmp: Path | None = None
     try:
         log.info("exporting the inference graph as %s to %s", fmt, dest)
-        with _quiet_export_noise():
-            info = spec.writer(inf, run_cfg, tmp, source, opset, pre)
-        result = ExportResult(
-            format=fmt, path=str(dest), files=_folder_files(tmp),
-            size_mb=sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6, seconds=0.0,
-            params_exported=int(info["params_exported"]), params_inference=numel(inf.seg) + numel(inf.text_encoder),
-            opset=info["opset"], exporters=info["exporters"],
-        )
-        if result.params_exported != result.params_inference:
-            raise ExportError(
-                f"the {fmt} export holds {result.params_exported} parameters, the inference model "
-                f"{result.params_inference}; refusing to write it"
-            )
-        if verify:
-            log.info("verifying the %s export against eager PyTorch (batch 1 and 3)", fmt)
-            with _quiet_export_noise():
-                result.verify = spec.verifier(inf, run_cfg, tmp)
-            if not result.verify.passed:
-                raise ExportError(
-                    f"--verify failed: the {fmt} export differs from eager PyTorch by max |diff| "
-                    f"{result.verify.max_abs_diff:.3g} > {result.verify.tolerance:g}; nothing was written to {dest}"
-                )
+        result = _write_and_verify(spec, inf, run_cfg, tmp, dest, source, opset, pre, verify)
         final = tmp
         if int8:
             int8_tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.int8-", dir=dest.parent))
             _quantize_into(int8_tmp, inf, run_cfg, pre, tmp, dest, result, verify, calib, calib_images,
                            int8_min_dice)
             final = int8_tmp
-        from ..checkpoint import replace_folder
-
         replace_folder(final, dest)
     finally:
         for folder in (tmp, int8_tmp):
