@@ -25,19 +25,28 @@ Plain data and JSON: no torch here (the CLI's help reads this table). Documents:
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .config_schema import deep_merge, migrate_renamed_keys
 from .errors import CheckpointError, ConfigError
 from .registry import Registry
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 MODEL_CLASS = "RecLMIS"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 SIDECAR = "reclmis_export.json"
+
+# Format 1 (reclmis 0.1) had no model.ci_order: its CI always ran the reference order.
+_DEFAULTS_BEFORE = {1: {"model": {"ci_order": "reference"}}}
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,45 @@ def _sidecar_kind(folder: Path) -> str:
     return next(name for name, s in ARTEFACTS.items() if s.sidecar_format == fmt)
 
 
+def replace_folder(tmp: Path, dest: Path) -> None:
+    """Move ``tmp`` onto ``dest`` with the old copy removed only after the new one is in place."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(dest: str | Path) -> bool:
+    """Undo a :func:`replace_folder` cut short between its two renames (e.g. ``kill -9``), which leaves no
+    ``dest`` but the previous, complete copy as ``.<name>.old-<pid>``: move that copy back. Returns True if so."""
+    dest = Path(dest)
+    if dest.exists():
+        return False
+    olds = [p for p in dest.parent.glob(f".{dest.name}.old-*") if (p / CONFIG).is_file() and (p / WEIGHTS).is_file()]
+    if not olds:
+        return False
+    newest = max(olds, key=lambda p: (p / CONFIG).stat().st_mtime)
+    try:
+        os.replace(newest, dest)
+    except FileNotFoundError:  # another process of the same run restored it first
+        return dest.exists()
+    log.warning("%s was missing after an interrupted checkpoint write; restored the previous copy from %s",
+                dest, newest.name)
+    return True
+
+
+def checkpoint_run_config(doc: dict[str, Any]) -> dict[str, Any]:
+    """The run config of a ``config.json`` document, with the defaults of its format version filled in and keys
+    renamed since it was written under their new names (``cvr_condition`` -> ``cvr_attn/loss_condition``)."""
+    return migrate_renamed_keys(deep_merge(_DEFAULTS_BEFORE.get(doc.get("format_version"), {}), doc["config"]),
+                                warn=False)
+
+
 def detect_artefact(path: str | Path, runtime: str | None = None) -> ArtefactSpec:
     """The table row of the artefact folder ``path`` (CheckpointError naming what is missing otherwise).
     ``runtime="torch"`` reads it as a checkpoint, so that an export folder is named as such."""
@@ -190,4 +238,5 @@ def check_runtime_request(spec: ArtefactSpec, path: str | Path, runtime: str | N
 
 __all__ = ["ARTEFACTS", "CONFIG", "EXPORT_FORMATS", "FORMAT_VERSION", "MODEL_CLASS", "RUNTIMES", "SIDECAR",
            "WEIGHTS", "ArtefactSpec", "check_runtime_request", "detect_artefact", "read_checkpoint_config",
-           "read_sidecar", "write_checkpoint_document", "write_sidecar"]
+           "checkpoint_run_config", "read_sidecar", "recover_folder", "replace_folder", "write_checkpoint_document",
+           "write_sidecar"]

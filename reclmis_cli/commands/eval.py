@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import logging
 from pathlib import Path
 
 import typer
 
-from reclmis_core.data.datasets_registry import DATASETS, resolve_dataset
+from reclmis_core.data.datasets_registry import DATASETS
 from reclmis_core.errors import ConfigError
 from reclmis_core.utils import atomic_write_text
 
@@ -25,7 +22,6 @@ from ..options import (
     threads_option,
 )
 
-log = logging.getLogger("reclmis_cli.eval")
 
 _MODE_TEXT = {
     "shuffle": "notes shuffled across images (each image gets another image's note)",
@@ -59,60 +55,29 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint: per-image Dice/mIoU (LViT/RecLMIS protocol) and global Dice/IoU."""
     from reclmis_core.data.folders import check_data_dir
-    from reclmis_core.device import apply_threads, resolve_device
-    from reclmis_core.engine.checkpoint import find_latest_checkpoint
-    from reclmis_core.engine.evaluator import TEXT_MODES, evaluate
-    from reclmis_core.runtime import open_runtime
+    from reclmis_core.device import resolve_device
+    from reclmis_core.engine.eval_run import check_eval_options, run_eval
 
     quiet = quiet_mode(quiet)
     if out_dir is not None:
         json_out = json_out or out_dir / "eval.json"
         per_image = per_image or out_dir / "per_image.csv"
-    if text not in TEXT_MODES:
-        raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{text}'")
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"--split must be train, val or test, got '{split}'")
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise ConfigError(f"--threshold must lie in (0, 1), got {threshold}")
+    check_eval_options(split, text, threshold)  # before anything is loaded
     if data is not None and dataset:
         raise ConfigError("pass either --data or --dataset, not both")
     if data is not None:
         check_data_dir(data)
     resolve_device(device)  # a device that is not there: exit 2 before loading anything
-    if checkpoint is None:
-        checkpoint = find_latest_checkpoint()
-        log.info("using the newest checkpoint: %s", checkpoint)
-    rt = open_runtime(checkpoint, device=device)  # the checkpoint's (or export's) model and preprocessor
-    apply_threads(threads, rt.model_cfg)
-    cfg = rt.cfg
-    if dataset:
-        data = resolve_dataset(dataset, image_size=rt.preprocessor.image_size)
-    if data is None:
-        if cfg is None or not cfg.data.root:
-            raise ConfigError(f"{checkpoint} does not record its data folder; pass --data DATA_DIR")
-        data = check_data_dir(cfg.data.root, "the checkpoint's data folder")
-        log.info("no --data given: using the checkpoint's training data folder %s", data)
-    kw = dict(checkpoint=str(checkpoint), seed=seed, batch_size=batch_size, threshold=threshold)
-    result, rows = evaluate(rt, data, split, text, cfg, **kw)
-    doc = result.to_dict()
-    baseline = None
-    if text != "as-is" and compare and result.uses_text:
-        baseline, _ = evaluate(rt, data, split, "as-is", cfg, **kw)
-        doc.update(dice_as_is=baseline.dice, miou_as_is=baseline.miou, dice_drop=baseline.dice - result.dice,
-                   miou_drop=baseline.miou - result.miou)
+    run = run_eval(checkpoint, data, split, text, dataset=dataset, seed=seed, threshold=threshold,
+                   batch_size=batch_size, compare=compare, device=device, threads=threads)
+    result, baseline, doc = run.result, run.baseline, run.to_dict()
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(doc, indent=2) + "\n")
     if per_image is not None:
-        cols = ["id", "note", "dice", "iou", "fg_pred", "fg_true"] + (["original_note"] if text != "as-is" else [])
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in cols})
-        atomic_write_text(per_image, buf.getvalue())
+        atomic_write_text(per_image, run.per_image_csv())
     if quiet:
         return
-    title = f"{checkpoint} on {data} [{split}], {result.n_images} images, text: {text}"
+    title = f"{run.checkpoint} on {run.data} [{split}], {result.n_images} images, text: {text}"
     columns = ["metric", f"text {text}"] + (["text as-is", "drop"] if baseline is not None else [])
     table_rows = []
     for key, label in (("dice", "Dice (per image)"), ("miou", "mIoU (per image)"), ("dice_global", "Dice (global)"),

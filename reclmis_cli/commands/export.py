@@ -38,7 +38,7 @@ def export(
     set_: list[str] = set_option(),
 ) -> None:
     """Export the inference graph of a checkpoint (the reconstruction modules are left out)."""
-    from reclmis_core.engine.checkpoint import find_latest_checkpoint
+    from reclmis_core.checkpoint import find_latest_checkpoint
     from reclmis_core.export import export_model
 
     quiet_mode(quiet)

@@ -133,7 +133,7 @@ def predict(
         fail(f"--backend {backend} needs --checkpoint EXPORT_DIR (the folder written by 'reclmis export --format "
              f"{backend}')")
     if checkpoint is None:
-        from reclmis_core.engine.checkpoint import find_latest_checkpoint
+        from reclmis_core.checkpoint import find_latest_checkpoint
 
         checkpoint = find_latest_checkpoint()
         log.info("using the newest checkpoint: %s", checkpoint)

@@ -11,22 +11,15 @@ from typing import Any
 import typer
 
 from reclmis_core.config import (
-    RunConfig,
     check_preset,
-    config_from_dict,
     deep_merge,
-    flatten,
     load_yaml,
     parse_overrides,
     preset_defaults,
     run_sections,
 )
-from reclmis_core.engine.run_config import (
-    flag_overrides,
-    parse_ablate,
-    parse_text_encoder,
-    resolve_run_config,
-)
+from reclmis_core.engine.train_config import flag_overrides, resume_config
+from reclmis_core.engine.train_config import resolve_train_config as resolve_run_config
 from reclmis_core.errors import ConfigError
 
 from ..console import ProgressReporter, console, handle_errors, is_interactive, quiet_mode
@@ -34,40 +27,6 @@ from ..options import device_option, quiet_option, threads_option
 
 log = logging.getLogger("reclmis_cli.train")
 
-# Options that may change when a run is resumed; anything else must match the run's config.
-RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.tensorboard", "train.on_nonfinite", "train.log_every",
-                  "data.num_workers"}
-
-
-def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
-    """The config of the run being resumed; explicit options may only change RESUMABLE_KEYS."""
-    from reclmis_core.engine.checkpoint import checkpoint_run_config, read_checkpoint_config, recover_folder
-
-    last = run_dir / "last"
-    recover_folder(last)  # a kill -9 between the two renames of a checkpoint write left the old copy aside
-    if not last.is_dir():
-        raise ConfigError(f"nothing to resume: {last} does not exist (train without --resume first)")
-    saved = checkpoint_run_config(read_checkpoint_config(last))
-    if "recipe" in overrides:  # --recipe may name the run's own recipe by its short name
-        from reclmis_core.recipes import RECIPES
-
-        own = RECIPES.get(saved.get("recipe") or "")
-        if own is not None and overrides["recipe"] == own.short:
-            overrides = {**overrides, "recipe": own.name}
-    flat_saved = flatten(saved)
-    changed = {k: v for k, v in flatten(overrides).items()
-               if k not in RESUMABLE_KEYS and k != "data.root" and flat_saved.get(k, object()) != v}
-    if changed:
-        k, v = next(iter(changed.items()))
-        raise ConfigError(f"--resume continues {run_dir} with the config saved in it; {k}={v!r} differs from its "
-                          f"{flat_saved.get(k)!r} (only {', '.join(sorted(RESUMABLE_KEYS))} may change). "
-                          "Start a new run with --out instead")
-    keep = {k: v for k, v in flatten(overrides).items() if k in RESUMABLE_KEYS}
-    data = saved
-    for dotted, value in keep.items():
-        a, b = dotted.split(".")
-        data = deep_merge(data, {a: {b: value}})
-    return config_from_dict(data)
 
 
 class _Progress:
@@ -239,4 +198,4 @@ def train(
         )
 
 
-__all__ = ["train", "parse_text_encoder", "parse_ablate", "flag_overrides", "resolve_run_config", "resume_config"]
+__all__ = ["train"]

@@ -79,7 +79,8 @@ def train(data: Any, *, preset: str | None = None, recipe: str | None = None, co
     """
     from ..config import deep_merge
     from ..device import apply_threads, resolve_device
-    from ..engine.run_config import flag_overrides, resolve_run_config
+    from ..engine.train_config import flag_overrides
+    from ..engine.train_config import resolve_train_config as resolve_run_config
     from ..engine.trainer import Trainer
     from .model import load
 

@@ -42,7 +42,7 @@ from ..errors import ConfigError, DataError
 from ..utils import drop_log_messages
 from ..device import bf16_support, cpu_name
 from ..export.samples import SAMPLE_NOTES, sample_images
-from ..runtime.backends import BENCH_BACKENDS, QUICK_BACKENDS, TABLE_II_BACKENDS, backend_spec
+from ..runtime.backends import BENCH_BACKENDS, TABLE_II_BACKENDS, backend_spec
 from .bench_config import BenchConfig
 from .counting import _m, _reconciliation, count_flops, count_params
 from .latency import BenchContext, LatencyRow, measure_latency, note_tokens, time_fn
@@ -111,7 +111,7 @@ _RANDOM_INIT = {name: ("RANDOMLY INITIALISED",)
 def load_bench_model(cfg: BenchConfig) -> tuple[Any, RunConfig, Preprocessor, str]:
     """-> (training model in eval mode, run config, its preprocessor, source description)."""
     if cfg.checkpoint:
-        from ..engine.checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         model, run_cfg, doc = load_checkpoint(cfg.checkpoint)
         return model, run_cfg, Preprocessor.from_checkpoint(run_cfg, doc), f"checkpoint {cfg.checkpoint}"

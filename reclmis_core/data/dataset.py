@@ -223,11 +223,6 @@ class ManifestDataset(Dataset):
         if self.cfg.cache:
             self._fill_cache()
 
-    @property
-    def plan(self) -> Preprocessor:
-        """The former name of :attr:`preprocessor`."""
-        return self.preprocessor
-
     # ------------------------------------------------------------------ cache
     def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         row = self.frame.iloc[i]

@@ -19,8 +19,7 @@ step 2 backwards on the output, so a mask comes back on the input's own grid.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -137,15 +136,3 @@ def normalise_batch(images: np.ndarray, in_channels: int, mean: float, std: floa
         x = np.repeat(x, 3, axis=1)
     out = x.astype(np.float32) / np.float32(255.0)
     return np.ascontiguousarray((out - np.float32(mean)) / np.float32(std), dtype=np.float32)
-
-
-def channels_first(pixels: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, C) -> (C, H, W)."""
-    return pixels[None] if pixels.ndim == 2 else np.transpose(pixels, (2, 0, 1))
-
-
-def normalise(pixels: np.ndarray, in_channels: int, mean: float, std: float, colour: bool = False) -> np.ndarray:
-    """One uint8 (S, S) / (S, S, C) image -> float32 (in_channels, S, S) (see :func:`normalise_batch`)."""
-    return normalise_batch(channels_first(np.asarray(pixels))[None], in_channels, mean, std, colour)[0]
-
-

@@ -38,7 +38,6 @@ from .meta import ImageMeta
 from .readers.base import ReadOptions
 from .preprocess import (
     Geometry,
-    channels_first,
     input_spacing,
     luminance,
     normalise_batch,
@@ -192,9 +191,8 @@ class Preprocessor:
     # -- compatibility ------------------------------------------------------------------------------
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
-        """One uint8 (S, S[, C]) image -> float32 (in_channels, S, S)."""
-        return normalise_batch(channels_first(np.asarray(pixels))[None], self.in_channels, self.mean, self.std,
-                               self.colour)[0]
+        """One model-pixel image (S, S[, C]) -> float32 (in_channels, S, S): :meth:`to_tensor` of one."""
+        return self.to_tensor(np.asarray(pixels)[None])[0]
 
 
 @dataclass(frozen=True)
@@ -242,9 +240,6 @@ class ReferencePreprocessor(Preprocessor):
 
     def to_tensor(self, batch: np.ndarray) -> np.ndarray:
         return reference_tensor(np.asarray(batch))
-
-    def normalise(self, pixels: np.ndarray) -> np.ndarray:
-        return self.to_tensor(np.asarray(pixels)[None])[0]
 
 
 PREPROCESSORS.register("reclmis")(Preprocessor)

@@ -26,8 +26,8 @@ from ..data.reference import REFERENCE_EOF_FILL, REFERENCE_TOKENS
 from ..errors import CheckpointError
 from ..models import build_model
 from ..models.text.convert import openai_to_hf_text
+from ..checkpoint import load_state_strict, save_checkpoint
 from ..utils import strip_ansi
-from .checkpoint import load_state_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -124,7 +124,7 @@ def notes_for_mode(notes: Sequence[str], mode: str, seed: int = 0) -> list[str]:
         return shuffled_notes(notes, seed)
     if mode == "empty":
         return [""] * len(notes)
-    raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{mode}'")
+    raise ConfigError(f"text mode must be one of {', '.join(TEXT_MODES)}, got '{mode}'")
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -168,7 +168,7 @@ def evaluate(
     from ..data.dataset import ManifestDataset, collate_fn
 
     if text_mode not in TEXT_MODES:
-        raise ConfigError(f"--text must be one of {', '.join(TEXT_MODES)}, got '{text_mode}'")
+        raise ConfigError(f"text mode must be one of {', '.join(TEXT_MODES)}, got '{text_mode}'")
     if isinstance(model, Runtime):
         rt = model
     else:
@@ -190,13 +190,29 @@ def evaluate(
     )
     scores = ScoreAccumulator()
     leakage = LeakageAccumulator() if ds.has_lesion_labels else None
-    pair_of = dict(zip(ds.ids, ds.frame["pair"])) if "pair" in ds.frame.columns else {}
-    pairs = PairLeakageAccumulator()
+    pairs = PairLeakageAccumulator(dict(zip(ds.ids, ds.frame["pair"])) if "pair" in ds.frame.columns else {})
+    rows = _score(rt, loader, fed, original if text_mode != "as-is" else None, thr, (scores, leakage, pairs),
+                  progress)
+    res = scores.result()
+    result = EvalResult(res.dice, res.miou, res.dice_global, res.iou_global, res.n_images, split, checkpoint,
+                        text_mode, thr, uses_text)
+    _add_pairs_and_leakage(result, ds, rows, leakage, pairs)
+    log.info("%s split (%d images, text %s): Dice %.4f, mIoU %.4f", split, res.n_images, text_mode, res.dice,
+             res.miou)
+    return result, rows
+
+
+def _score(rt: Runtime, loader: Any, fed: dict[str, str], original: dict[str, str] | None, thr: float,
+           accumulators: tuple[ScoreAccumulator, LeakageAccumulator | None, PairLeakageAccumulator],
+           progress: EvalProgressFn | None) -> list[dict[str, Any]]:
+    """Run ``rt`` over the loader's batches with the ``fed`` notes into the (scores, leakage, pairs)
+    ``accumulators``; one row per image (``original`` notes added when the text mode changed them)."""
+    scores, leakage, pairs = accumulators
     rows: list[dict[str, Any]] = []
-    done = 0
+    total = len(loader.dataset)
     for batch in loader:
         notes = [fed[i] for i in batch["id"]]
-        feats, mask = rt.encode(notes) if uses_text else (None, None)
+        feats, mask = rt.encode(notes) if rt.uses_text else (None, None)
         logits = rt.segment(batch["image"], feats, mask)
         pred = (torch.sigmoid(logits.float()) > thr).squeeze(1).cpu().numpy()
         target = (batch["mask"] > 0.5).squeeze(1).numpy()
@@ -205,20 +221,22 @@ def evaluate(
         for j, rid in enumerate(batch["id"]):
             row = {"id": rid, "note": notes[j], "dice": float(dice[j]), "iou": float(iou[j]),
                    "fg_pred": scores.fg_pred[-k + j], "fg_true": scores.fg_true[-k + j]}
-            if text_mode != "as-is":
+            if original is not None:
                 row["original_note"] = original[rid]
-            if pair_of.get(rid):
-                pairs.update(pair_of[rid], pred[j], target[j])
+            pairs.update(rid, pred[j], target[j])
             if leakage is not None:
                 leaks = leakage.update(pred[j], target[j], batch["lesion_labels"][j].numpy())
                 row["leaked_named_side"], row["leaked_other_side"] = leaks["same"][1], leaks["other"][1]
             rows.append(row)
-        done += k
         if progress is not None:
-            progress(done, len(ds))
-    res = scores.result()
-    result = EvalResult(res.dice, res.miou, res.dice_global, res.iou_global, res.n_images, split, checkpoint,
-                        text_mode, thr, uses_text)
+            progress(len(rows), total)
+    return rows
+
+
+def _add_pairs_and_leakage(result: EvalResult, ds: Any, rows: list[dict[str, Any]],
+                           leakage: LeakageAccumulator | None, pairs: PairLeakageAccumulator) -> None:
+    """Counterfactual-pair Dice and pair leakage (manifest column ``pair``) and zone leakage (``lesion_labels``)
+    into ``result``."""
     if "pair" in ds.frame.columns:
         in_pair = {i for i, p in zip(ds.ids, ds.frame["pair"]) if isinstance(p, str) and p}
         cf = [r["dice"] for r in rows if r["id"] in in_pair]
@@ -234,9 +252,6 @@ def evaluate(
         result.leak_other_side = leak.leak_other_side
         result.n_unnamed_lesions_named_side = leak.n_named_side_unnamed_level
         result.n_unnamed_lesions_other_side = leak.n_other_side
-    log.info("%s split (%d images, text %s): Dice %.4f, mIoU %.4f", split, res.n_images, text_mode, res.dice,
-             res.miou)
-    return result, rows
 
 
 def evaluate_checkpoint(

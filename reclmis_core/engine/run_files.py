@@ -17,7 +17,7 @@ from typing import Any
 from ..config import RunConfig
 from ..errors import CheckpointError
 from ..utils import atomic_write_text
-from .checkpoint import read_checkpoint_config, replace_folder, write_checkpoint_files
+from ..checkpoint import read_checkpoint_config, replace_folder, write_checkpoint_files
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..metrics.dice import ScoreAccumulator
 from ..models.reclmis import RecLMIS, build_model
 from ..models.text.base import truncation_advice
-from .checkpoint import (
+from ..checkpoint import (
     load_checkpoint,
     load_state_strict,
     read_checkpoint_config,

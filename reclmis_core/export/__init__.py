@@ -23,7 +23,7 @@ __all__ = [
 
 def __getattr__(name: str):  # lazy: OnnxSegmenter imports onnxruntime only when asked for
     if name == "OnnxSegmenter":
-        from .runtime import OnnxSegmenter
+        from ..runtime.onnx_segmenter import OnnxSegmenter
 
         return OnnxSegmenter
     raise AttributeError(name)

@@ -10,7 +10,7 @@ onnx           folder: ``segmentation.onnx``, ``text_encoder.onnx``, ``reclmis_e
 torch-export   folder: ``segmentation.pt2``, ``text_encoder.pt2`` (torch.export programs, dynamic batch and
                note length), ``reclmis_export.json``; load with ``torch.export.load(path).module()``
 safetensors    folder: ``model.safetensors`` (inference weights) + ``config.json`` (config with the training-only
-               branches switched off); ``reclmis_core.engine.checkpoint.load_checkpoint`` reads it
+               branches switched off); ``reclmis_core.checkpoint.load_checkpoint`` reads it
 =============  ========================================================================================
 
 Outputs are built in a temporary sibling folder and renamed into place only after (optional) verification
@@ -32,27 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
-from .. import __version__
-from ..artefacts import (
-    ARTEFACTS,
-    EXPORT_FORMATS,
-    ArtefactSpec,
-    read_checkpoint_config,
-    write_checkpoint_document,
-    write_sidecar,
-)
+from ..artefacts import ARTEFACTS, EXPORT_FORMATS, ArtefactSpec, read_checkpoint_config, replace_folder
 from ..config import RunConfig, config_to_dict
 from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError
 from ..model_card import export_card
 from ..utils import drop_log_messages
-from .onnx import DEFAULT_OPSET, ExportError, _dims, export_onnx, onnx_initializer_params
+from .onnx import DEFAULT_OPSET, ExportError
 from .quantize import DEFAULT_CALIB_IMAGES, DEFAULT_MIN_DICE
-from .samples import SAMPLE_NOTES, sample_images
 from .verify import VerifyResult, verify_export, verify_safetensors
+from .writers import numel, write_onnx, write_safetensors, write_torch_export
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +77,6 @@ class ExportFormat:
     writer: Callable[..., dict[str, Any]]
     verifier: Callable[..., VerifyResult]
 
-    @property
-    def name(self) -> str:
-        return self.artefact.name
-
-    @property
-    def description(self) -> str:
-        return self.artefact.description
-
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return self.artefact.requires
-
 
 # --------------------------------------------------------------------------------------------------
 # Loading
@@ -113,7 +90,7 @@ def resolve_model(
     from ..models import RecLMIS, RecLMISInference
 
     if isinstance(checkpoint_or_model, (str, Path)):
-        from ..engine.checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         model, run_cfg, _ = load_checkpoint(checkpoint_or_model)
         return model, model.for_inference(), run_cfg, str(Path(checkpoint_or_model).resolve())
@@ -134,137 +111,10 @@ def _preprocessor(cfg: RunConfig, source: str | None) -> Preprocessor:
     return Preprocessor.from_checkpoint(cfg, read_checkpoint_config(source))
 
 
-def _numel(module: torch.nn.Module | None) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
-# --------------------------------------------------------------------------------------------------
-# Sidecar
-# --------------------------------------------------------------------------------------------------
-
-
-def _sidecar(fmt: str, inf: Any, cfg: RunConfig, source: str | None, pre: Preprocessor, body: dict[str, Any]
-             ) -> dict[str, Any]:
-    return {
-        "format": ARTEFACTS.get(fmt).sidecar_format,
-        "format_version": 1,
-        "reclmis_version": __version__,
-        "torch_version": torch.__version__,
-        "opset": body.get("opset"),
-        "graphs": body["graphs"],
-        "text": body.get("text"),
-        "note_optional": inf.seg.uses_text and cfg.train.note_dropout > 0,
-        "preprocessing": pre.describe(),
-        "postprocessing": {"output": "logits", "activation": "sigmoid", "threshold": cfg.infer.threshold},
-        "params": {"segmentation": _numel(inf.seg), "text_encoder": _numel(inf.text_encoder)},
-        "source": {"checkpoint": source, "preset": cfg.preset, "name": cfg.name},
-        "model_config": config_to_dict(cfg.model),
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# Writers
-# --------------------------------------------------------------------------------------------------
-
-
-def _write_onnx(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int, pre: Preprocessor
-                ) -> dict[str, Any]:
-    body = export_onnx(inf, folder, sample_images(cfg, 2, seed=1), SAMPLE_NOTES[:2], opset)
-    doc = _sidecar("onnx", inf, cfg, source, pre, body)
-    write_sidecar(folder, doc)
-    names = {n for n, _ in inf.seg.named_parameters()}
-    count, _ = onnx_initializer_params(folder / body["graphs"]["segmentation"]["file"], names)
-    if inf.text_encoder is not None:
-        tnames = {n for n, _ in inf.text_encoder.named_parameters()}
-        tcount, _ = onnx_initializer_params(folder / body["graphs"]["text_encoder"]["file"], tnames)
-        count += tcount
-    exporters = {k: v["exporter"] for k, v in body["graphs"].items()}
-    return {"params_exported": count, "opset": opset, "exporters": exporters}
-
-
-def _export_program(module: torch.nn.Module, args: tuple[Tensor, ...], dynamic_shapes: dict[str, Any]) -> Any:
-    with torch.no_grad():
-        return torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
-
-
-def _program_params(program: Any) -> int:
-    sig = program.graph_signature
-    return sum(program.state_dict[name].numel() for name in sig.parameters)
-
-
-def _write_torch_export(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int, pre: Preprocessor
-                        ) -> dict[str, Any]:
-    images = sample_images(cfg, 2, seed=1)
-    batch_dim, len_dim = _dims(max(2, inf.max_length))
-    graphs: dict[str, Any] = {}
-    text = None
-    count = 0
-    if inf.seg.uses_text:
-        tok = inf.tokenize(SAMPLE_NOTES[:2])
-        with torch.no_grad():
-            feats = inf.text_encoder(tok.input_ids, tok.attention_mask)
-        tprog = _export_program(inf.text_encoder, (tok.input_ids, tok.attention_mask),
-                                {"input_ids": {0: batch_dim, 1: len_dim}, "attention_mask": {0: batch_dim, 1: len_dim}})
-        torch.export.save(tprog, str(folder / "text_encoder.pt2"))
-        count += _program_params(tprog)
-        graphs["text_encoder"] = {"file": "text_encoder.pt2", "inputs": ["input_ids", "attention_mask"],
-                                  "outputs": ["text_features"], "dynamic_axes": {"input_ids": {"0": "batch", "1": "text_len"},
-                                  "attention_mask": {"0": "batch", "1": "text_len"}}}
-        sprog = _export_program(inf.seg, (images, feats, tok.attention_mask),
-                                {"image": {0: batch_dim}, "text_features": {0: batch_dim, 1: len_dim},
-                                 "text_mask": {0: batch_dim, 1: len_dim}})
-        from ..models.text import tokenizer_description
-
-        text = {"encoder": type(inf.text_encoder).__name__, "dim": int(inf.text_encoder.dim),
-                "max_length": int(inf.max_length), "pad_to_max": bool(inf.pad_to_max), "eof_fill": int(inf.eof_fill),
-                "tokenizer": tokenizer_description(inf.text_encoder.tokenizer, folder)}
-        seg_inputs = ["image", "text_features", "text_mask"]
-    else:
-        sprog = _export_program(inf.seg, (images,), {"image": {0: batch_dim}, "text_features": None, "text_mask": None})
-        seg_inputs = ["image"]
-    torch.export.save(sprog, str(folder / "segmentation.pt2"))
-    count += _program_params(sprog)
-    graphs["segmentation"] = {"file": "segmentation.pt2", "inputs": seg_inputs, "outputs": ["logits"],
-                              "dynamic_axes": {n: ({"0": "batch"} if n == "image" else {"0": "batch", "1": "text_len"})
-                                               for n in seg_inputs}}
-    doc = _sidecar("torch-export", inf, cfg, source, pre, {"graphs": graphs, "text": text, "opset": None})
-    write_sidecar(folder, doc)
-    return {"params_exported": count, "opset": None, "exporters": {k: "torch.export" for k in graphs}}
-
-
-def _write_safetensors(inf: Any, cfg: RunConfig, folder: Path, source: str | None, opset: int, pre: Preprocessor
-                       ) -> dict[str, Any]:
-    import dataclasses
-
-
-    # The same checkpoint layout with the training-only branches switched off: build_model() then builds exactly
-    # the inference modules, so load_checkpoint() reads this folder and strict key checks still hold.
-    model_cfg = dataclasses.replace(cfg.model, use_cvr=False, use_clr=False, use_ccl=False)
-    run_cfg = dataclasses.replace(cfg, model=model_cfg)
-    state = {}
-    for prefix, module in (("seg.", inf.seg), ("text_encoder.", inf.text_encoder)):
-        if module is not None:
-            state.update({prefix + k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()})
-    tower = inf.text_encoder
-    excluded = tower is not None and tower.pretrained and not any(p.requires_grad for p in tower.parameters())
-    if excluded:  # frozen verified pretrained weights are reloaded from their source, as in checkpoints
-        state = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
-    meta = {"export": "inference weights only (no CVR/CLR/W heads)", "source_checkpoint": source,
-            "preprocessing": pre.to_dict()}
-    write_checkpoint_document(folder, state, config_to_dict(run_cfg), max_length=inf.max_length, excluded=excluded,
-                              text_state={} if tower is None else tower.extra_state(), meta=meta,
-                              weights_metadata={"reclmis_export": "inference"})
-    params = {n for n, _ in inf.named_parameters()}
-    count = sum(v.numel() for k, v in state.items() if k in params)
-    if excluded:
-        count += _numel(tower)
-    return {"params_exported": count, "opset": None, "exporters": {"model": "safetensors"}}
-
-
 _WRITERS = {
-    "onnx": (_write_onnx, verify_export),
-    "torch-export": (_write_torch_export, verify_export),
-    "safetensors": (_write_safetensors, verify_safetensors),
+    "onnx": (write_onnx, verify_export),
+    "torch-export": (write_torch_export, verify_export),
+    "safetensors": (write_safetensors, verify_safetensors),
 }
 #: Every artefact kind that export writes (``ARTEFACTS`` rows with ``exported``), with its writer and verifier;
 #: each has a runtime, so whatever is exported can be predicted, evaluated and benchmarked.
@@ -275,10 +125,10 @@ FORMATS: dict[str, ExportFormat] = {name: ExportFormat(ARTEFACTS.get(name), *_WR
 def _check_requirements(fmt: ExportFormat) -> None:
     import importlib.util
 
-    missing = [m for m in fmt.requires if importlib.util.find_spec(m) is None]
+    missing = [m for m in fmt.artefact.requires if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(
-            f"--format {fmt.name} needs {', '.join(missing)}; install them with: pip install 'reclmis[export]'"
+            f"--format {fmt.artefact.name} needs {', '.join(missing)}; install them with: pip install 'reclmis[export]'"
         )
 
 
@@ -297,6 +147,62 @@ _NOISE = {
 
 def _quiet_export_noise() -> Any:
     return drop_log_messages(_NOISE)
+
+
+def _check_export_request(fmt: str, out: str | Path, overwrite: bool, int8: bool, calib: str | Path | None,
+                          int8_min_dice: float) -> tuple[ExportFormat, Path]:
+    """The format's row and the output folder; ConfigError for a request export cannot serve, before any work."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format '{fmt}'. Available: {', '.join(FORMATS)}")
+    if (int8 or calib is not None) and fmt != "onnx":
+        raise ConfigError(f"--int8/--calib are for --format onnx (ONNX Runtime runs the int8 graph), not {fmt}")
+    if calib is not None and not int8:
+        raise ConfigError("--calib DATA_DIR calibrates an int8 export; add --int8")
+    if not 0.0 <= int8_min_dice <= 1.0:
+        raise ConfigError(f"--int8-min-dice must lie in [0, 1], got {int8_min_dice}")
+    if calib is not None:  # before any expensive work
+        from ..data.folders import check_data_dir
+
+        check_data_dir(calib, flag="--calib")
+    spec = FORMATS[fmt]
+    _check_requirements(spec)
+    dest = Path(out)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"--out {dest} is a file; {fmt} exports are written to a folder")
+    if dest.exists() and not overwrite:
+        raise ConfigError(f"--out {dest} already exists; pass --overwrite to replace it (only once the new export "
+                          "succeeded), or choose another folder")
+    return spec, dest
+
+
+def _write_and_verify(spec: ExportFormat, inf: Any, run_cfg: RunConfig, tmp: Path, dest: Path, source: str | None,
+                      opset: int, pre: Preprocessor, verify: bool) -> ExportResult:
+    """Write the artefact into ``tmp`` and check it: every inference parameter in it and, with ``verify``, its
+    runtime's logits against eager PyTorch's (ExportError otherwise)."""
+    fmt = spec.artefact.name
+    with _quiet_export_noise():
+        info = spec.writer(inf, run_cfg, tmp, source, opset, pre)
+    result = ExportResult(
+        format=fmt, path=str(dest), files=_folder_files(tmp),
+        size_mb=sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6, seconds=0.0,
+        params_exported=int(info["params_exported"]), params_inference=numel(inf.seg) + numel(inf.text_encoder),
+        opset=info["opset"], exporters=info["exporters"],
+    )
+    if result.params_exported != result.params_inference:
+        raise ExportError(
+            f"the {fmt} export holds {result.params_exported} parameters, the inference model "
+            f"{result.params_inference}; refusing to write it"
+        )
+    if verify:
+        log.info("verifying the %s export against eager PyTorch (batch 1 and 3)", fmt)
+        with _quiet_export_noise():
+            result.verify = spec.verifier(inf, run_cfg, tmp)
+        if not result.verify.passed:
+            raise ExportError(
+                f"--verify failed: the {fmt} export differs from eager PyTorch by max |diff| "
+                f"{result.verify.max_abs_diff:.3g} > {result.verify.tolerance:g}; nothing was written to {dest}"
+            )
+    return result
 
 
 def export_model(
@@ -341,26 +247,7 @@ def export_model(
         >>> res.verify.max_abs_diff < 1e-4
         True
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format '{fmt}'. Available: {', '.join(FORMATS)}")
-    if (int8 or calib is not None) and fmt != "onnx":
-        raise ConfigError(f"--int8/--calib are for --format onnx (ONNX Runtime runs the int8 graph), not {fmt}")
-    if calib is not None and not int8:
-        raise ConfigError("--calib DATA_DIR calibrates an int8 export; add --int8")
-    if not 0.0 <= int8_min_dice <= 1.0:
-        raise ConfigError(f"--int8-min-dice must lie in [0, 1], got {int8_min_dice}")
-    if calib is not None:  # before any expensive work
-        from ..data.folders import check_data_dir
-
-        check_data_dir(calib, flag="--calib")
-    spec = FORMATS[fmt]
-    _check_requirements(spec)
-    dest = Path(out)
-    if dest.exists() and not dest.is_dir():
-        raise ConfigError(f"--out {dest} is a file; {fmt} exports are written to a folder")
-    if dest.exists() and not overwrite:
-        raise ConfigError(f"--out {dest} already exists; pass --overwrite to replace it (only once the new export "
-                          "succeeded), or choose another folder")
+    spec, dest = _check_export_request(fmt, out, overwrite, int8, calib, int8_min_dice)
     start = time.perf_counter()
     _, inf, run_cfg, source = resolve_model(checkpoint_or_model, cfg)
     inf = inf.eval()
@@ -370,35 +257,12 @@ def export_model(
     int8_tmp: Path | None = None
     try:
         log.info("exporting the inference graph as %s to %s", fmt, dest)
-        with _quiet_export_noise():
-            info = spec.writer(inf, run_cfg, tmp, source, opset, pre)
-        result = ExportResult(
-            format=fmt, path=str(dest), files=_folder_files(tmp),
-            size_mb=sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) / 1e6, seconds=0.0,
-            params_exported=int(info["params_exported"]), params_inference=_numel(inf.seg) + _numel(inf.text_encoder),
-            opset=info["opset"], exporters=info["exporters"],
-        )
-        if result.params_exported != result.params_inference:
-            raise ExportError(
-                f"the {fmt} export holds {result.params_exported} parameters, the inference model "
-                f"{result.params_inference}; refusing to write it"
-            )
-        if verify:
-            log.info("verifying the %s export against eager PyTorch (batch 1 and 3)", fmt)
-            with _quiet_export_noise():
-                result.verify = spec.verifier(inf, run_cfg, tmp)
-            if not result.verify.passed:
-                raise ExportError(
-                    f"--verify failed: the {fmt} export differs from eager PyTorch by max |diff| "
-                    f"{result.verify.max_abs_diff:.3g} > {result.verify.tolerance:g}; nothing was written to {dest}"
-                )
+        result = _write_and_verify(spec, inf, run_cfg, tmp, dest, source, opset, pre, verify)
         final = tmp
         if int8:
             int8_tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.int8-", dir=dest.parent))
             _quantize_into(int8_tmp, inf, run_cfg, pre, tmp, dest, result, calib, calib_images, int8_min_dice)
             final = int8_tmp
-        from ..engine.checkpoint import replace_folder
-
         export_card(final, config_to_dict(run_cfg), source, fmt, result.files)  # README.md, Hugging Face metadata
         replace_folder(final, dest)
     finally:
@@ -422,5 +286,5 @@ def _quantize_into(out: Path, inf: Any, cfg: RunConfig, pre: Preprocessor, fp32_
 
 
 def list_formats() -> list[tuple[str, str]]:
-    return [(f.name, f.description) for f in FORMATS.values()]
+    return [(name, f.artefact.description) for name, f in FORMATS.items()]
 

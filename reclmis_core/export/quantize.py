@@ -34,7 +34,7 @@ from ..config import RunConfig
 from ..data.preprocessor import Preprocessor
 from ..errors import ConfigError, DataError
 from ..metrics.dice import dice_iou_per_image
-from .runtime import _sigmoid
+from ..runtime.onnx_segmenter import _sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def quantize_export(src: str | Path, dst: str | Path, calib: Calibration,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .runtime import OnnxSegmenter
+    from ..runtime.onnx_segmenter import OnnxSegmenter
 
     src, dst = Path(src), Path(dst)
     sidecar = read_sidecar(src)

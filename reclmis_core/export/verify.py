@@ -78,7 +78,7 @@ def verify_export(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
 
 def verify_safetensors(inf: Any, cfg: RunConfig, folder: Path) -> VerifyResult:
     """:func:`verify_export`, and the reloaded model must hold no training-only module."""
-    from ..engine.checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     model, _, _ = load_checkpoint(folder)
     if any(m is not None for m in (model.cvr, model.clr, model.interest)):

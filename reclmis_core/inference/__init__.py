@@ -7,7 +7,7 @@ from .run import PredictReport, run_predict
 from .writers import PredictOptions, check_formats, write_prediction
 from ..data.preprocess import Geometry, plan_geometry, restore_map, to_model_pixels
 from ..data.preprocessor import PreprocessPlan, Preprocessor
-from ..engine.checkpoint import find_latest_checkpoint
+from ..checkpoint import find_latest_checkpoint
 
 __all__ = [
     "Explanation",

@@ -34,7 +34,7 @@ from ..data.meta import ImageMeta
 from ..data.preprocess import Geometry
 from ..data.preprocessor import Preprocessor
 from ..data.readers.base import ReadOptions
-from ..errors import ConfigError, DataError, ReclmisError
+from ..errors import ConfigError, ReclmisError
 from ..runtime.base import Runtime
 from .explain import Explanation
 from .inputs import Failure, InputSpec
@@ -108,7 +108,7 @@ class Predictor:
     def __init__(self, runtime: Runtime, batch_size: int = 8, note_cache: bool = True, window: Any = None,
                  source: str = "", allow_uneven_slices: bool = False, workers: int = 2) -> None:
         if batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+            raise ConfigError(f"infer.batch_size must be >= 1, got {batch_size}")
         if workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {workers}")
         self.runtime = runtime

@@ -87,7 +87,7 @@ def run_predict(
     if opts.threshold is None:  # the checkpoint's infer.threshold (the export sidecar's for ONNX), as eval does
         opts = dataclasses.replace(opts, threshold=predictor.threshold)
     if not 0.0 < opts.threshold < 1.0:
-        raise ConfigError(f"--threshold must lie in (0, 1), got {opts.threshold}")
+        raise ConfigError(f"infer.threshold must lie in (0, 1), got {opts.threshold}")
     if opts.format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{opts.format}'")
     entries: list[dict[str, Any]] = []

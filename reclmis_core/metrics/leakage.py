@@ -75,20 +75,26 @@ class PairLeakageAccumulator:
     """Leakage without zone labels, from counterfactual pairs alone.
 
     For a pair (a, b) the lesions note a does not name are ``mask_b & ~mask_a``; its prediction leaks where it
-    covers them. Both directions of every complete pair count; pixel counts are pooled over the split. Items whose
-    pair is incomplete in the split are ignored.
+    covers them. Both directions of every complete pair count; pixel counts are pooled over the split. Items
+    outside a pair, and pairs incomplete in the split, are ignored.
+
+    Args:
+        pair_of: item id -> pair id (the manifest's ``pair`` column; "" = not in a pair).
 
     Example:
-        >>> acc = PairLeakageAccumulator()
-        >>> acc.update("p1", pred_a, mask_a); acc.update("p1", pred_b, mask_b)
+        >>> acc = PairLeakageAccumulator({"x_cfa": "x", "x_cfb": "x"})
+        >>> acc.update("x_cfa", pred_a, mask_a); acc.update("x_cfb", pred_b, mask_b)
         >>> acc.result().pair_leakage
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pair_of: dict[str, str]) -> None:
+        self.pair_of = {k: v for k, v in pair_of.items() if isinstance(v, str) and v}
         self.items: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
-    def update(self, pair: str, pred: np.ndarray, mask: np.ndarray) -> None:
-        self.items.setdefault(pair, []).append((np.asarray(pred, bool), np.asarray(mask, bool)))
+    def update(self, item: str, pred: np.ndarray, mask: np.ndarray) -> None:
+        pair = self.pair_of.get(item)
+        if pair:
+            self.items.setdefault(pair, []).append((np.asarray(pred, bool), np.asarray(mask, bool)))
 
     def result(self) -> PairScores | None:
         """Scores over the complete pairs, or None when there is none (or no pair names a lesion)."""

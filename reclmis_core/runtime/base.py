@@ -39,16 +39,6 @@ class Runtime:
     explain = False
     precision = "fp32"  # fp32 | bf16 | fp16 (torch autocast) | int8 (an int8 ONNX export)
 
-    @property
-    def plan(self) -> Preprocessor:
-        """The former name of :attr:`preprocessor`."""
-        return self.preprocessor
-
-    @property
-    def preprocessing(self) -> str:
-        """The preprocessor's kind: ``reclmis`` or ``reference``."""
-        return self.preprocessor.kind
-
     def tokenize(self, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Notes -> (input_ids, attention_mask), int64 (N, L)."""
         raise NotImplementedError

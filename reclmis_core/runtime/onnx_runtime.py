@@ -1,6 +1,5 @@
 """ONNX Runtime runtime of an export folder (fp32 or int8), on the execution provider ``--device`` names; the
-same interface as the torch one. The numpy-level API for users stays ``reclmis_core.export.runtime.OnnxSegmenter``;
-this wraps it."""
+same interface as the torch one. It wraps ``OnnxSegmenter``, the numpy-level API for users."""
 
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ class OnnxRuntime(Runtime):
     def __init__(self, folder: str | Path, device: str = "auto", threads: int | None = None,
                  segmentation_file: str | Path | None = None) -> None:
         try:
-            from ..export.runtime import OnnxSegmenter
+            from .onnx_segmenter import OnnxSegmenter
         except ImportError as exc:
             raise ConfigError(f"the ONNX backend is not available in this installation ({exc}); install the "
                               "export extra: pip install 'reclmis[export]'") from None

@@ -91,7 +91,7 @@ class TorchRuntime(Runtime):
     def from_checkpoint(cls, path: str | Path, device: Any = "auto", *, precision: str = "fp32",
                         explain: bool = False, fast: bool | None = None, compile: bool = False) -> TorchRuntime:
         """Load a checkpoint folder (``model.safetensors`` + ``config.json``) with its stored preprocessing."""
-        from ..engine.checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         model, cfg, doc = load_checkpoint(path)
         return cls(model, cfg, device, precision=precision, explain=explain, fast=fast, compile=compile,

@@ -26,7 +26,6 @@ from reclmis_cli.main import app
 
 runner = CliRunner()
 NOTE = "Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung."
-CORPUS = [NOTE, "Unilateral pulmonary infection, one infected area, middle right lung."]
 LONG_NOTE = ("Bilateral pulmonary infection, patchy ground glass opacity in the lower right lung. " * 120)[:10_000]
 SCRIPT_NOTE = "双肺感染 — двусторонняя инфекция — عدوى رئوية ثنائية — 両肺感染 🫁🦠 lower left lung"
 
@@ -324,17 +323,8 @@ def _disk_full_after(monkeypatch: pytest.MonkeyPatch, n_ok: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    import torch
-
-    from reclmis_core.config import build_config
-    from reclmis_core.engine.checkpoint import save_checkpoint
-    from reclmis_core.models import build_model
-
-    torch.manual_seed(0)
-    cfg = build_config("tiny", overrides={"model": {"image_size": 32}})
-    root = tmp_path_factory.mktemp("rb_ckpt")
-    return save_checkpoint(build_model(cfg.model, corpus=CORPUS * 3), cfg, root / "best")
+def ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 def _predict(ckpt: Path, inputs: list[Path], out: Path, *extra: str, note: str | None = NOTE):

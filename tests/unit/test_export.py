@@ -111,7 +111,7 @@ def test_onnx_runtime_preprocesses_colour_like_training_and_predict(onnx_export,
 
     _, out = onnx_export
     rt = OnnxSegmenter(out)
-    assert rt.plan.colour is False
+    assert rt.preprocessor.colour is False
     rgb = np.zeros((1, 48, 48, 3), np.uint8)
     rgb[..., 0] = 200  # pure red: luminance 60, channel mean 67
     _, cfg, doc = load_checkpoint(tiny_ckpt)

@@ -48,11 +48,12 @@ def test_no_unnamed_lesions_is_nan():
 def test_pair_leakage_hand_computed():
     from reclmis_core.metrics.leakage import PairLeakageAccumulator
 
-    acc = PairLeakageAccumulator()
+    acc = PairLeakageAccumulator({"a": "p", "b": "p", "c": "lonely", "d": ""})
     mask_a, mask_b = np.array([1, 1, 0, 0, 0, 0]), np.array([0, 0, 1, 1, 1, 0])
-    acc.update("p", np.array([1, 0, 1, 0, 0, 0]), mask_a)  # covers 1 of a's 2, leaks 1 of b's 3
-    acc.update("p", np.array([0, 0, 1, 1, 0, 1]), mask_b)  # covers 2 of b's 3, leaks 0 of a's 2
-    acc.update("lonely", np.ones(6), np.array([1, 0, 0, 0, 0, 0]))  # incomplete pair: ignored
+    acc.update("a", np.array([1, 0, 1, 0, 0, 0]), mask_a)  # covers 1 of a's 2, leaks 1 of b's 3
+    acc.update("b", np.array([0, 0, 1, 1, 0, 1]), mask_b)  # covers 2 of b's 3, leaks 0 of a's 2
+    acc.update("c", np.ones(6), np.array([1, 0, 0, 0, 0, 0]))  # incomplete pair: ignored
+    acc.update("d", np.ones(6), np.array([1, 0, 0, 0, 0, 0]))  # not in a pair: ignored
     res = acc.result()
     assert res.n_pairs == 1
     assert res.pair_leakage == pytest.approx(1 / 5)
@@ -62,4 +63,4 @@ def test_pair_leakage_hand_computed():
 def test_pair_leakage_none_without_pairs():
     from reclmis_core.metrics.leakage import PairLeakageAccumulator
 
-    assert PairLeakageAccumulator().result() is None
+    assert PairLeakageAccumulator({}).result() is None

@@ -38,18 +38,9 @@ NIB_DATA = Path(__import__("nibabel").__file__).parent / "tests" / "data"
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    """A tiny text-guided checkpoint with random weights (geometry and IO do not need a trained model)."""
-    import torch
-
-    from reclmis_core.config import build_config
-    from reclmis_core.engine.checkpoint import save_checkpoint
-    from reclmis_core.models import build_model
-
-    torch.manual_seed(0)
-    cfg = build_config("tiny", overrides={"model": {"image_size": 32}})
-    model = build_model(cfg.model, corpus=CORPUS * 3)
-    return save_checkpoint(model, cfg, tmp_path_factory.mktemp("ckpt") / "best")
+def ckpt(tiny_checkpoint) -> Path:
+    """The session's tiny text-guided checkpoint (random weights: geometry and IO do not need a trained model)."""
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

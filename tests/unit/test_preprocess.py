@@ -120,9 +120,9 @@ def test_non_square_dicom_is_padded_not_stretched_in_training(tmp_path):
     assert not img[:, :10].any() and not img[:, 50:].any() and img[:, 10:50].any()
 
 
-def test_nifti_slice_pixels_identical_in_training_and_prediction(tmp_path):
-    model, cfg = _model_and_cfg(3)
-    src = tmp_path / "src"
+def nifti_source(root: Path) -> Path:
+    """A NIfTI volume (20 x 10 x 3, 1 x 2 mm pixels: resampled and padded) with a lesion on slice 1 only."""
+    src = root / "src"
     (src / "images").mkdir(parents=True)
     (src / "masks").mkdir()
     vol = np.random.default_rng(0).normal(-500, 300, (20, 10, 3)).astype(np.int16)
@@ -132,6 +132,12 @@ def test_nifti_slice_pixels_identical_in_training_and_prediction(tmp_path):
     m[2:8, 2:6, 1] = 1
     nib.save(nib.Nifti1Image(m, aff), src / "masks" / "v.nii.gz")
     pd.DataFrame([{"image": "v.nii.gz", "note": NOTE, "split": "train"}]).to_csv(src / "notes.csv", index=False)
+    return src
+
+
+def test_nifti_slice_pixels_identical_in_training_and_prediction(tmp_path):
+    model, cfg = _model_and_cfg(3)
+    src = nifti_source(tmp_path)
     train_x, ds = _training_pixels(src, cfg)
     assert ds.ids == ["v_s001"]
     infer_x = _inference_pixels(Predictor.from_model(model, cfg), src / "images" / "v.nii.gz")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,7 +26,7 @@ from reclmis_core.inference import Predictor, collect_inputs
 from reclmis_core.models import build_model
 from reclmis_core.runtime.torch_runtime import TorchRuntime
 
-from .test_preprocess import NOTE, _folder_source, _png_gray, _png_rgb, dicom_2d
+from .test_preprocess import NOTE, _folder_source, _png_gray, _png_rgb, dicom_2d, nifti_source
 
 SIZE = 32
 
@@ -41,20 +40,6 @@ def _dicom_anisotropic(path: Path) -> tuple[int, int]:
     ds.PixelSpacing = [0.3, 0.15]
     ds.save_as(path)
     return (60, 40)
-
-
-def _nifti_source(root: Path) -> Path:
-    src = root / "src"
-    (src / "images").mkdir(parents=True)
-    (src / "masks").mkdir()
-    vol = np.random.default_rng(0).normal(-500, 300, (20, 10, 3)).astype(np.int16)
-    aff = np.diag([1.0, 2.0, 3.0, 1.0])  # non-square pixels: resampled and padded
-    nib.save(nib.Nifti1Image(vol, aff), src / "images" / "v.nii.gz")
-    m = np.zeros(vol.shape, dtype=np.uint8)
-    m[2:8, 2:6, 1] = 1
-    nib.save(nib.Nifti1Image(m, aff), src / "masks" / "v.nii.gz")
-    pd.DataFrame([{"image": "v.nii.gz", "note": NOTE, "split": "train"}]).to_csv(src / "notes.csv", index=False)
-    return src
 
 
 def _cfg(in_channels: int = 3, reference: bool = False):
@@ -110,7 +95,7 @@ def test_prepare_dataset_eval_and_predict_feed_identical_pixels(tmp_path, captur
     prepare_dataset(src, data, PrepareOptions(workers=1))  # native size: 32 px is the model's, not the data's
     ds = ManifestDataset(data, "train", SIZE, in_channels, cfg.data)  # as training builds it
     train_x = torch.stack([ds[i]["image"] for i in range(len(ds))])
-    ckpt = _checkpoint(tmp_path, cfg, ds.plan.to_dict())
+    ckpt = _checkpoint(tmp_path, cfg, ds.preprocessor.to_dict())
     eval_x = _eval_pixels(ckpt, data, captured)
     predict_x = _predict_pixels(ckpt, src / "images" / name, captured)
     assert train_x.shape == (1, in_channels, SIZE, SIZE)
@@ -120,13 +105,13 @@ def test_prepare_dataset_eval_and_predict_feed_identical_pixels(tmp_path, captur
 
 def test_nifti_slice_identical_through_dataset_eval_and_predict(tmp_path, captured):
     cfg = _cfg(3)
-    src = _nifti_source(tmp_path)
+    src = nifti_source(tmp_path)
     data = tmp_path / "data"
     prepare_dataset(src, data, PrepareOptions(workers=1))
     ds = ManifestDataset(data, "train", SIZE, 3, cfg.data)
     assert ds.ids == ["v_s001"]
     train_x = ds[0]["image"][None]
-    ckpt = _checkpoint(tmp_path, cfg, ds.plan.to_dict())
+    ckpt = _checkpoint(tmp_path, cfg, ds.preprocessor.to_dict())
     torch.testing.assert_close(_eval_pixels(ckpt, data, captured), train_x, rtol=0, atol=0)
     predict_x = _predict_pixels(ckpt, src / "images" / "v.nii.gz", captured)
     torch.testing.assert_close(predict_x[1:2], train_x, rtol=0, atol=0)
@@ -140,7 +125,7 @@ def test_reference_kind_identical_through_dataset_eval_and_predict(tmp_path, cap
     prepare_dataset(src, data, PrepareOptions(workers=1))
     ds = ManifestDataset(data, "train", SIZE, 3, cfg.data)
     train_x = ds[0]["image"][None]
-    ckpt = _checkpoint(tmp_path, cfg, ds.plan.to_dict())
+    ckpt = _checkpoint(tmp_path, cfg, ds.preprocessor.to_dict())
     torch.testing.assert_close(_eval_pixels(ckpt, data, captured), train_x, rtol=0, atol=0)
     torch.testing.assert_close(_predict_pixels(ckpt, src / "images" / "c.png", captured), train_x, rtol=0, atol=0)
     import cv2  # the reference's own pipeline on the source file: BGR, cv2.resize, x / 255
@@ -204,5 +189,5 @@ def test_safetensors_export_keeps_the_checkpoints_preprocessor(tmp_path):
     export_model(ckpt, "safetensors", tmp_path / "export")
     _, _, doc = load_checkpoint(tmp_path / "export")
     assert doc["meta"]["preprocessing"]["colour"] is True
-    plan = Predictor.from_checkpoint(tmp_path / "export").plan
+    plan = Predictor.from_checkpoint(tmp_path / "export").preprocessor
     assert (plan.colour, plan.mean, plan.std) == (True, 0.4, 0.3)

@@ -1,15 +1,30 @@
-"""The run config of a training from its parts: preset < dataset recipe < YAML file < ``--set`` pairs < explicit
-options. ``reclmis train`` and :meth:`reclmis_core.api.train` both build it here."""
+"""The run config of ``reclmis train``: preset < recipe < YAML < ``--set`` < flags, a new run's data folder and
+name (:func:`resolve_train_config`), or the config saved in a run being resumed (:func:`resume_config`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, build_config, check_preset, deep_merge, load_yaml, parse_overrides, run_sections
+from ..artefacts import checkpoint_run_config, read_checkpoint_config, recover_folder
+from ..config import (
+    RunConfig,
+    build_config,
+    check_preset,
+    config_from_dict,
+    deep_merge,
+    flatten,
+    load_yaml,
+    parse_overrides,
+    run_sections,
+)
 from ..errors import ConfigError
 
+#: Training-only modules that ``--ablate`` may switch off (``model.use_<name>``).
 ABLATABLE = ("cvr", "clr", "ccl")
+#: Options that may change when a run is resumed; anything else must match the run's config.
+RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.tensorboard", "train.on_nonfinite", "train.log_every",
+                  "data.num_workers"}
 
 
 def parse_text_encoder(spec: str) -> dict[str, Any]:
@@ -54,7 +69,7 @@ def flag_overrides(
     return {k: v for k, v in o.items() if v}
 
 
-def resolve_run_config(
+def resolve_train_config(
     *, dataset: str | None, data: Path | None, preset: str | None, config: Path | None, sets: list[str],
     flags: dict[str, Any], cpu: bool = False, init: Path | None = None, recipe: str | None = None,
 ) -> tuple[RunConfig, Path, str]:
@@ -67,8 +82,8 @@ def resolve_run_config(
     """
     from accelerate import PartialState
 
-    from ..data.folders import check_data_dir
     from ..data.datasets_registry import get_dataset, resolve_dataset
+    from ..data.folders import check_data_dir
     from ..recipes import applicable_recipe, resolve_recipe
 
     if dataset and data:
@@ -82,7 +97,6 @@ def resolve_run_config(
     recipe_name = chosen.name if chosen else None
     overrides: dict[str, Any] = {}
     if init is not None:
-        from .checkpoint import checkpoint_run_config, read_checkpoint_config
 
         ck = checkpoint_run_config(read_checkpoint_config(init))
         data_keys = ("preprocessing", "mean", "std")
@@ -115,3 +129,32 @@ def resolve_run_config(
         if off:
             run_name += "-no-" + "-".join(off)
     return cfg, data_dir, run_name
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
+    """The config of the run being resumed; explicit options may only change RESUMABLE_KEYS."""
+    last = run_dir / "last"
+    recover_folder(last)  # a kill -9 between the two renames of a checkpoint write left the old copy aside
+    if not last.is_dir():
+        raise ConfigError(f"nothing to resume: {last} does not exist (train without --resume first)")
+    saved = checkpoint_run_config(read_checkpoint_config(last))
+    if "recipe" in overrides:  # --recipe may name the run's own recipe by its short name
+        from ..recipes import RECIPES
+
+        own = RECIPES.get(saved.get("recipe") or "")
+        if own is not None and overrides["recipe"] == own.short:
+            overrides = {**overrides, "recipe": own.name}
+    flat_saved = flatten(saved)
+    changed = {k: v for k, v in flatten(overrides).items()
+               if k not in RESUMABLE_KEYS and k != "data.root" and flat_saved.get(k, object()) != v}
+    if changed:
+        k, v = next(iter(changed.items()))
+        raise ConfigError(f"--resume continues {run_dir} with the config saved in it; {k}={v!r} differs from its "
+                          f"{flat_saved.get(k)!r} (only {', '.join(sorted(RESUMABLE_KEYS))} may change). "
+                          "Start a new run with --out instead")
+    keep = {k: v for k, v in flatten(overrides).items() if k in RESUMABLE_KEYS}
+    data = saved
+    for dotted, value in keep.items():
+        a, b = dotted.split(".")
+        data = deep_merge(data, {a: {b: value}})
+    return config_from_dict(data)
