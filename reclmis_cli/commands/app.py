@@ -30,7 +30,7 @@ def app_(
     from reclmis_core.api import load
     from reclmis_core.app import serve
     from reclmis_core.engine.checkpoint import find_latest_checkpoint
-    from reclmis_core.export.onnx import SIDECAR
+    from reclmis_core.artefacts import SIDECAR
 
     quiet_mode(quiet)
     ckpt = checkpoint if checkpoint is not None else find_latest_checkpoint()

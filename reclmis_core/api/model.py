@@ -97,7 +97,7 @@ def load(path_or_hub_id: str | Path, *, device: str = "auto", explain: bool = Fa
     """
     from ..choices import PRECISIONS
     from ..device import apply_threads, parse_device
-    from ..export.onnx import SIDECAR
+    from ..artefacts import SIDECAR
     from ..inference import Predictor
 
     if precision not in PRECISIONS:
