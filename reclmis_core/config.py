@@ -39,14 +39,9 @@ log = logging.getLogger(__name__)
 # Presets
 # --------------------------------------------------------------------------------------------------
 
-# The guidance recipe of every preset (docs/experiments.md): half of the training samples take another note and
-# its mask from the lesion label map (no effect without one). data.note_augment stays off: on both phantom families
-# it cost in-family Dice and leakage (3 seeds each), though it helped across families.
-GUIDANCE: dict[str, Any] = {"data": {"counterfactual": 0.5}}
-
 PRESETS: dict[str, dict[str, Any]] = {
     # The layer set that produced the paper's tables (the public reference code), paper hyper-parameters.
-    "paper": GUIDANCE,
+    "paper": {},
     # The same design at CPU-test size: 96 px, base 8, a small text transformer trained from scratch.
     "tiny": {
         "model": {
@@ -58,15 +53,13 @@ PRESETS: dict[str, dict[str, Any]] = {
             "text": {"encoder": "scratch", "freeze": False, "width": 64, "layers": 2, "heads": 4},
         },
         "train": {"epochs": 60, "batch_size": 8, "lr": 1e-3},
-        **GUIDANCE,
     },
 }
 # Beyond the paper: the note also conditions every decoder stage, and coordinate channels let spatial words
 # (left/right, upper/middle/lower) bind to position. Same training recipe as the preset each one extends.
 _GUIDED = {"model": {"fusion": "multiscale", "guide": "film", "coords": True}}
-PRESETS["guided"] = {**_GUIDED, **GUIDANCE}
-PRESETS["guided-tiny"] = {"model": {**PRESETS["tiny"]["model"], **_GUIDED["model"]}, "train": PRESETS["tiny"]["train"],
-                          **GUIDANCE}
+PRESETS["guided"] = _GUIDED
+PRESETS["guided-tiny"] = {"model": {**PRESETS["tiny"]["model"], **_GUIDED["model"]}, "train": PRESETS["tiny"]["train"]}
 
 
 def preset_names() -> list[str]:

@@ -67,7 +67,6 @@ _REFERENCE: dict[str, Any] = {
     "loss": {"clr": 1.0, "cvr": 1.0, "ccl": 0.2, "seg": 5.0, "dice": 0.5, "bce": 0.5,
              "dice_denominator": "squared", "dice_smooth": 4e-5},
     "train": {"lr": 3e-4, "weight_decay": 0.0, "warmup_epochs": 0, "seed": 3407},
-    "data": {"counterfactual": 0.0},  # the public code feeds each note with its own mask
 }
 
 # The reference stops when epochs since the best exceed early_stopping_patience; train.patience stops when they
