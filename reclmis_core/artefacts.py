@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .config_schema import deep_merge, migrate_renamed_keys
 from .errors import CheckpointError, ConfigError
 from .registry import Registry

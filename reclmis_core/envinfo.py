@@ -9,7 +9,7 @@ import platform
 import sys
 from typing import Any
 
-from . import __version__
+from .version import __version__
 
 PACKAGES = ("torch", "onnxruntime", "onnx", "onnxscript", "transformers", "accelerate", "tokenizers",
             "safetensors", "numpy", "pandas", "pydicom", "highdicom", "nibabel", "pillow", "typer", "rich")

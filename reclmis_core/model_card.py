@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from . import __version__
+from .version import __version__
 from .utils import atomic_write_text
 
 log = logging.getLogger(__name__)

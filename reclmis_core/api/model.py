@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import CheckpointError, ConfigError, DataError
 from .result import Result
+from .train import run_training
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +385,11 @@ class Model:
 
     def train(self, data: Any, **kwargs: Any) -> Model:
         """Fine-tune: :func:`reclmis_core.train` starting from this checkpoint's weights (``init``)."""
-        from .train import train
-
         return train(data, init=self._checkpoint_only("train"), **kwargs)
+
+
+def train(data: Any, *, device: str = "auto", threads: int = 0, **kwargs: Any) -> Model:
+    """Train RecLMIS as ``reclmis train`` does and return the best checkpoint, loaded. Arguments: those of
+    :func:`reclmis_core.api.train.run_training` (``data``, ``preset``, ``epochs``, ``overrides``, ``out``, ...)."""
+    best = run_training(data, device=device, threads=threads, **kwargs)
+    return load(best, device=device, threads=threads)

@@ -53,13 +53,14 @@ def prepare_table(table: Any, out: str | Path, *, size: int = 0, overwrite: bool
     return Path(out)
 
 
-def train(data: Any, *, preset: str | None = None, recipe: str | None = None, config: str | Path | None = None,
+def run_training(data: Any, *, preset: str | None = None, recipe: str | None = None, config: str | Path | None = None,
           out: str | Path | None = None, epochs: int | None = None, batch_size: int | None = None,
           lr: float | None = None, text_encoder: str | None = None, no_text: bool = False, ablate: str | None = None,
           seed: int | None = None, patience: int | None = None, overrides: dict[str, Any] | None = None,
           init: str | Path | None = None, exist_ok: bool = False, device: str = "auto", threads: int = 0,
-          size: int = 0, progress: Any = None) -> Any:
-    """Train RecLMIS as ``reclmis train`` does and return the best checkpoint, loaded (a :class:`Model`).
+          size: int = 0, progress: Any = None) -> Path:
+    """Train RecLMIS as ``reclmis train`` does; return the best checkpoint's folder (:func:`reclmis_core.train`
+    loads it).
 
     Args:
         data: a DATA_DIR made by ``reclmis prepare``, a registered dataset name (``sample``, ``qata``,
@@ -83,7 +84,6 @@ def train(data: Any, *, preset: str | None = None, recipe: str | None = None, co
     from ..engine.train_config import flag_overrides
     from ..engine.train_config import resolve_train_config as resolve_run_config
     from ..engine.trainer import Trainer
-    from .model import load
 
     resolve_device(device)
     if threads < 0:
@@ -110,4 +110,4 @@ def train(data: Any, *, preset: str | None = None, recipe: str | None = None, co
     apply_threads(threads, cfg.model)
     result = Trainer(cfg, data_dir, run_dir, exist_ok=exist_ok, progress=progress, device=device,
                      init=init).fit()
-    return load(result.run_dir / "best", device=device, threads=threads)
+    return result.run_dir / "best"

@@ -83,9 +83,7 @@ def sample_source() -> Path:
     env = os.environ.get(SAMPLE_ENV)
     if env:
         return Path(env)
-    import reclmis_core
-
-    here = Path(reclmis_core.__file__).resolve().parent / "sample_data"
+    here = Path(__file__).resolve().parents[1] / "sample_data"  # reclmis_core/sample_data
     if not here.is_dir():
         raise DataError(f"the bundled sample data is missing from this installation ({here}); reinstall reclmis "
                         f"or set {SAMPLE_ENV} to a sample_data folder")

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .. import __version__
+from ..version import __version__
 from ..errors import DataError
 from .writers import encode_png
 from .layouts import SPLITS
@@ -42,26 +42,10 @@ from .transforms import FLIP_ZONE  # noqa: F401  (re-exported: a left-right flip
 from .data_dir import check_out_dir, commit_staging_dir, make_staging_dir, write_dataset_json, write_manifest
 from .pool import ProgressFn, pool_map
 from .synthetic_b import generate_item_b, n_test_images_b
+from .synthetic_types import FAMILIES, SyntheticConfig, SyntheticItem, smooth_noise  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-
-
-FAMILIES = ("a", "b")
-
-
-@dataclass
-class SyntheticConfig:
-    """Size and mix of a synthetic set."""
-
-    n_train: int = 200  # (int) training images
-    n_val: int = 50  # (int) validation images
-    n_test: int = 50  # (int) test images (about half of them in counterfactual pairs)
-    size: int = 224  # (int) image side in pixels
-    seed: int = 0  # (int) master seed
-    distractor_share: float = 0.5  # (float) share of images with lesions in zones the note does not name
-    pair_share: float = 0.5  # (float) share of test images that belong to counterfactual pairs (family a)
-    family: str = "a"  # (str) a: the QaTa-template phantoms | b: a second generator (other grammar, lesions, images; every test image a pair), see synthetic_b
 
 
 def zone_name(code: int) -> str:
@@ -80,12 +64,6 @@ def make_note(codes: list[int]) -> str:
 # --------------------------------------------------------------------------------------------------
 # Drawing
 # --------------------------------------------------------------------------------------------------
-
-
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Smooth noise in [-1, 1]: a coarse random grid upsampled bilinearly."""
-    coarse = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
-    return np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC))
 
 
 def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -119,12 +97,12 @@ def _anatomy(rng: np.random.Generator, s: int) -> _Anatomy:
         lungs.append((side, e < 1, lung_cy - lung_ry, 2 * lung_ry))
     lung_any = lungs[0][1] | lungs[1][1]
     heart = _ellipse(yy, xx, 0.64 + j(0.02), 0.56 + j(0.02), 0.13 + j(0.01), 0.12 + j(0.01)) < 1
-    tex = _smooth_noise(rng, s, 18)
+    tex = smooth_noise(rng, s, 18)
     img[lung_any] = 55 + 10 * tex[lung_any] + 14 * (rib[lung_any] ** 3)
     img[heart] = 175 + 8 * tex[heart]
     spine = np.abs(xx - 0.5) < 0.035 + 0.004 * np.sin(yy * 60)
     img[spine & body] = 205
-    img += 6 * _smooth_noise(rng, s, 40)
+    img += 6 * smooth_noise(rng, s, 40)
     zones = np.zeros((s, s), dtype=np.uint8)
     for side, m, top, height in lungs:
         m = m & ~heart
@@ -158,21 +136,6 @@ def _lesion(rng: np.random.Generator, zones: np.ndarray, code: int, s: int) -> n
     out[y0:y1, x0:x1] = op
     out *= zones == code
     return out if (out > 0.5).sum() >= 12 else None
-
-
-@dataclass
-class SyntheticItem:
-    """One generated sample (counterfactual pairs give two items with the same ``image``)."""
-
-    id: str
-    split: str
-    image: np.ndarray  # uint8 (S, S)
-    mask: np.ndarray  # uint8 (S, S) {0, 1}: named lesions only
-    lesion_labels: np.ndarray  # uint8 (S, S): zone code of every lesion pixel (named or not)
-    note: str
-    named: list[int]  # zone codes the note names
-    distractors: list[int]  # zone codes with lesions the note does not name
-    pair: str = ""  # counterfactual pair id ("" when not in a pair)
 
 
 def _pick(rng: np.random.Generator, pool: list[int], k: int) -> list[int]:
@@ -231,7 +194,7 @@ def generate_item(cfg: SyntheticConfig, split: str, index: int) -> list[Syntheti
             if op is None:
                 continue
             strength = float(rng.uniform(55, 90))
-            img += op * strength * (0.85 + 0.15 * _smooth_noise(rng, s, 24))
+            img += op * strength * (0.85 + 0.15 * smooth_noise(rng, s, 24))
             labels[op > 0.5] = code
             present.append(code)
         if present:

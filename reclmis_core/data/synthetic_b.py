@@ -20,17 +20,13 @@ same rule.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
-from PIL import Image
 
 from ..errors import DataError
 from .layouts import SPLITS
 from .note_text import LEVELS, SIDES, ZONE_CODES, _number
+from .synthetic_types import SyntheticConfig, SyntheticItem, smooth_noise
 
-if TYPE_CHECKING:
-    from .synthetic import SyntheticConfig, SyntheticItem
 
 LEVEL_WORDS = {"upper": ("apical", "upper", "superior"), "middle": ("mid", "middle", "central"),
                "lower": ("basal", "lower", "inferior")}
@@ -85,11 +81,6 @@ def make_note_b(codes: list[int], rng: np.random.Generator) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    coarse = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
-    return np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC))
-
-
 def _anatomy(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image float32 0..255 without lesions, zone codes uint8, lung mask bool); lungs vary and tilt."""
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
@@ -118,11 +109,11 @@ def _anatomy(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray, 
         code = (1 + 3 * si + level)[:, None].repeat(s, axis=1)
         zones[m] = code[m].astype(np.uint8)
         lungs |= m
-    tex = _noise(rng, s, int(rng.integers(10, 30)))
+    tex = smooth_noise(rng, s, int(rng.integers(10, 30)))
     img[lungs] = lung_level + u(6, 16) * tex[lungs]
     vessels = 0.5 + 0.5 * np.sin((tx * u(20, 40) + 3 * tex) * np.pi)
     img[lungs] += u(0, 10) * vessels[lungs]
-    img += u(3, 9) * _noise(rng, s, 50)
+    img += u(3, 9) * smooth_noise(rng, s, 50)
     return img, zones, lungs
 
 
@@ -130,7 +121,7 @@ def _blob(rng: np.random.Generator, s: int, cy: float, cx: float, r: float) -> n
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     ry, rx = r * float(rng.uniform(0.6, 1.4)), r * float(rng.uniform(0.6, 1.4))
     d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
-    wob = _noise(rng, s, 6) * 0.3
+    wob = smooth_noise(rng, s, 6) * 0.3
     return np.clip(1.5 - (d + wob), 0, 1)
 
 
@@ -152,7 +143,7 @@ def _lesion(rng: np.random.Generator, zones: np.ndarray, lungs: np.ndarray, code
         op = _blob(rng, s, cy, cx, s * float(rng.uniform(0.035, 0.095)))
     op *= lungs
     if texture == 0:  # ground glass: faint, mottled
-        op *= 0.55 + 0.45 * (0.5 + 0.5 * _noise(rng, s, 30))
+        op *= 0.55 + 0.45 * (0.5 + 0.5 * smooth_noise(rng, s, 30))
     return op if (op > 0.5).sum() >= 12 else None
 
 
@@ -174,8 +165,6 @@ def _codes_for(rng: np.random.Generator, split: str) -> tuple[list[list[int]], l
 
 def generate_item_b(cfg: SyntheticConfig, split: str, index: int, draw: int = 0) -> list[SyntheticItem]:
     """Image ``index`` of ``split`` of family ``b``: one item, or a counterfactual pair (every test image)."""
-    from .synthetic import SyntheticItem  # the item type is family a's (same writers)
-
     s = cfg.size
     rng = np.random.default_rng((cfg.seed, 1000 + SPLITS.index(split), index, draw))
     img, zones, lungs = _anatomy(rng, s)
@@ -192,7 +181,7 @@ def generate_item_b(cfg: SyntheticConfig, split: str, index: int, draw: int = 0)
         if op is None:
             continue
         lo, hi = (25.0, 55.0) if rng.random() < 0.4 else (55.0, 110.0)
-        img += op * float(rng.uniform(lo, hi)) * (0.8 + 0.2 * _noise(rng, s, 20))
+        img += op * float(rng.uniform(lo, hi)) * (0.8 + 0.2 * smooth_noise(rng, s, 20))
         labels[op > 0.5] = code
         present.append(code)
     groups = [[c for c in g if c in present] for g in groups]

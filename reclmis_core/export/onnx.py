@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ReclmisError
 from ..models.text import tokenizer_description
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import __version__
+from ..version import __version__
 from ..artefacts import ARTEFACTS, write_checkpoint_document, write_sidecar
 from ..config import RunConfig, config_to_dict
 from ..data.preprocessor import Preprocessor

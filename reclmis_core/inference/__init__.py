@@ -1,7 +1,8 @@
 """Inference on users' own files: batched, note-cached prediction that keeps each input's geometry."""
 
 from .explain import Explanation, render_explanation
-from .inputs import Failure, InputSpec, NoteTable, collect_inputs
+from .inputs import Failure, InputSpec, collect_inputs
+from .notes_table import NoteTable
 from .predictor import Prediction, Predictor
 from .run import PredictReport, run_predict
 from .writers import PredictOptions, check_formats, write_prediction

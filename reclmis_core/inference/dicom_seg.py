@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..data.meta import ImageMeta
 from ..errors import DataError
 from ..utils import atomic_path

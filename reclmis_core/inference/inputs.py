@@ -218,6 +218,4 @@ def assign_stems(specs: list[InputSpec]) -> None:
         s.stem = name
 
 
-from .notes_table import NoteTable  # noqa: E402 - re-exported: it needs InputSpec and Failure above
-
-__all__ = ["Failure", "InputSpec", "NoteTable", "assign_stems", "collect_inputs"]
+__all__ = ["Failure", "InputSpec", "assign_stems", "collect_inputs"]

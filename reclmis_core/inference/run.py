@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 from ..choices import FORMATS
 from ..errors import ConfigError, DataError, ReclmisError
 from ..utils import atomic_write_text
