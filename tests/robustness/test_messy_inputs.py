@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -230,6 +231,12 @@ def _file(name: str, write: Callable[[Path], object]) -> Callable[[Path], list[P
     return build
 
 
+def _pydicom_test_file(name: str) -> str:
+    from pydicom.data import get_testdata_file
+
+    return get_testdata_file(name)
+
+
 def _newline_name(root: Path) -> list[Path]:
     path = root / "bad\nname.png"
     path.write_bytes(PNG_GOOD[:50])
@@ -317,6 +324,9 @@ CASES: dict[str, tuple[Callable[[Path], list[Path]], tuple[str, ...], int, tuple
                               ("jls.dcm", "JPEG-LS", "pixel data"), None),
     "dicom_jpeg_baseline_bad_data": (_file("jpg.dcm", lambda p: _encapsulated(p, "1.2.840.10008.1.2.4.50")), (), 2,
                                      ("jpg.dcm", "JPEG Baseline", "pixel data"), None),
+    "dicom_colour_multiframe": (
+        _file("SC_rgb_rle_2frame.dcm", lambda p: shutil.copy(_pydicom_test_file(p.name), p)), (), 2,
+        ("SC_rgb_rle_2frame.dcm", "colour multi-frame"), None),
     "dicom_rle_lossless": (dicom_rle, (), 0, (), _has("rle_mask.png")),
     "dicom_deflated": (dicom_deflated, (), 0, (), _has("deflated_mask.png")),
     "dicom_monochrome1": (dicom_monochrome1, (), 0, (), _has("mono1_mask.png")),

@@ -133,6 +133,9 @@ def _dicom_pixels(ds: Any, path: Path) -> tuple[np.ndarray, ImageMeta]:
         patient_orientation=_str_tuple(ds.get("PatientOrientation")),
         per_frame_positions="PerFrameFunctionalGroupsSequence" in ds,
     )
+    if arr.ndim == 4:  # frames of colour pixels: no stack of colour slices has a geometry we can restore
+        raise DataError(f"{path}: a colour multi-frame DICOM ({arr.shape[0]} frames of {arr.shape[2]}x{arr.shape[1]} "
+                        "RGB) is not supported; export its frames as PNG files and predict those")
     meta = ImageMeta(
         path=str(path),
         kind="dicom",
