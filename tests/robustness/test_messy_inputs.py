@@ -5,7 +5,6 @@ exit 2 with one ``error:`` line naming the file and the problem, or exit 0 with 
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from collections.abc import Callable
