@@ -328,30 +328,17 @@ class Model:
             text: ``as-is`` | ``shuffle`` | ``empty`` (the reliance-on-the-note test).
             threshold, batch_size: default: the checkpoint's.
         """
-        from ..data.datasets_registry import DATASETS, resolve_dataset
+        from ..data.datasets_registry import DATASETS
         from ..data.folders import check_data_dir
-        from ..engine.checkpoint import read_checkpoint_config
-        from ..engine.evaluator import TEXT_MODES, evaluate_checkpoint
+        from ..engine.eval_run import run_eval
 
         ckpt = self._checkpoint_only("evaluate")
-        if text not in TEXT_MODES:
-            raise ConfigError(f"text must be one of {', '.join(TEXT_MODES)}, got '{text}'")
-        if split not in ("train", "val", "test"):
-            raise ConfigError(f"split must be train, val or test, got '{split}'")
-        if threshold is not None and not 0.0 < threshold < 1.0:
-            raise ConfigError(f"threshold must lie in (0, 1), got {threshold}")
-        if data is None:
-            root = read_checkpoint_config(ckpt)["config"].get("data", {}).get("root")
-            if not root:
-                raise ConfigError(f"{ckpt} does not record its data folder; pass data=DATA_DIR")
-            data = check_data_dir(root, "the checkpoint's data folder")
-        elif str(data) in DATASETS.names():
-            data = resolve_dataset(str(data), image_size=self.image_size)
-        else:
-            data = check_data_dir(data, flag="data=")
-        result, _ = evaluate_checkpoint(ckpt, data, split, text, seed=seed, batch_size=batch_size,
-                                        threshold=threshold, device=device)
-        return result
+        named = data is not None and not Path(str(data)).exists() and str(data) in DATASETS.names()
+        if data is not None and not named:
+            check_data_dir(data, flag="data=")
+        run = run_eval(ckpt, None if named else data, split, text, dataset=str(data) if named else None, seed=seed,
+                       threshold=threshold, batch_size=batch_size, compare=False, device=device)
+        return run.result
 
     @_configurable("export")
     def export(self, format: str = "onnx", out: str | Path | None = None, *, verify: bool = False,  # noqa: A002

@@ -60,7 +60,7 @@ class EvalRun:
 def check_eval_options(split: str, text_mode: str, threshold: float | None) -> None:
     """ConfigError naming the setting (``split``, ``text``, ``infer.threshold``) for a value eval cannot take."""
     if text_mode not in TEXT_MODES:
-        raise ConfigError(f"text mode must be one of {', '.join(TEXT_MODES)}, got '{text_mode}'")
+        raise ConfigError(f"text must be one of {', '.join(TEXT_MODES)}, got '{text_mode}'")
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split must be train, val or test, got '{split}'")
     if threshold is not None and not 0.0 < threshold < 1.0:

@@ -26,7 +26,7 @@ def test_run_eval_scores_compares_and_writes_rows(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,needle", [({"threshold": 1.5}, "infer.threshold"), ({"split": "dev"}, "split"),
-                                           ({"text_mode": "mixed"}, "text mode must be")])
+                                           ({"text_mode": "mixed"}, "text must be")])
 def test_run_eval_names_the_setting(tmp_path, kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
         run_eval(tmp_path / "none", tmp_path, **kwargs)
