@@ -12,6 +12,7 @@ Folders are written to a temporary sibling and renamed into place, so a crash ne
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,6 +36,8 @@ from .config import RunConfig, config_from_dict, config_to_dict
 from .errors import CheckpointError, ReclmisError
 from .model_card import checkpoint_card
 from .models import RecLMIS, build_model
+
+log = logging.getLogger(__name__)
 
 
 def write_checkpoint_files(model: RecLMIS, cfg: RunConfig, folder: Path, meta: dict[str, Any] | None = None) -> None:
@@ -119,3 +122,12 @@ def find_latest_checkpoint(root: str | Path = "runs") -> Path:
             "or pass --checkpoint PATH"
         )
     return max(found, key=lambda p: ((p / CONFIG).stat().st_mtime, str(p)))
+
+
+def checkpoint_or_latest(checkpoint: str | Path | None) -> Path:
+    """``checkpoint`` as given, or (None) the newest ``runs/*/best``, logged: what every command uses."""
+    if checkpoint is not None:
+        return Path(checkpoint)
+    latest = find_latest_checkpoint()
+    log.info("using the newest checkpoint: %s", latest)
+    return latest

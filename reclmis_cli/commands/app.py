@@ -29,13 +29,11 @@ def app_(
     """Serve a page to try a model: upload a PNG/JPEG/DICOM/NIfTI, type a note, see the mask, W_poi and areas."""
     from reclmis_core.api import load
     from reclmis_core.app import serve
-    from reclmis_core.engine.checkpoint import find_latest_checkpoint
+    from reclmis_core.checkpoint import checkpoint_or_latest
     from reclmis_core.artefacts import SIDECAR
 
     quiet_mode(quiet)
-    ckpt = checkpoint if checkpoint is not None else find_latest_checkpoint()
-    if checkpoint is None:
-        log.info("using the newest checkpoint: %s", ckpt)
+    ckpt = checkpoint_or_latest(checkpoint)
     model = load(ckpt, device=device, explain=not (Path(ckpt) / SIDECAR).is_file())
     demo, _, url = serve(model, host, port)
     say(f"[green]serving[/] {escape(str(ckpt))} at {url} (one request at a time; Ctrl-C stops)")

@@ -38,13 +38,11 @@ def export(
     set_: list[str] = set_option(),
 ) -> None:
     """Export the inference graph of a checkpoint (the reconstruction modules are left out)."""
-    from reclmis_core.checkpoint import find_latest_checkpoint
+    from reclmis_core.checkpoint import checkpoint_or_latest
     from reclmis_core.export import export_model
 
     quiet_mode(quiet)
-    ckpt = checkpoint if checkpoint is not None else find_latest_checkpoint()
-    if checkpoint is None:
-        log.info("using the newest checkpoint: %s", ckpt)
+    ckpt = checkpoint_or_latest(checkpoint)
     res = export_model(ckpt, format, out_path, verify=verify, opset=opset, overwrite=overwrite, int8=int8,
                        calib=calib, calib_images=calib_images, int8_min_dice=int8_min_dice)
     rows = [["output", res.path], ["files", ", ".join(res.files)], ["size", f"{res.size_mb:.1f} MB"],

@@ -132,11 +132,9 @@ def predict(
     if checkpoint is None and backend != "torch":
         fail(f"--backend {backend} needs --checkpoint EXPORT_DIR (the folder written by 'reclmis export --format "
              f"{backend}')")
-    if checkpoint is None:
-        from reclmis_core.checkpoint import find_latest_checkpoint
+    from reclmis_core.checkpoint import checkpoint_or_latest
 
-        checkpoint = find_latest_checkpoint()
-        log.info("using the newest checkpoint: %s", checkpoint)
+    checkpoint = checkpoint_or_latest(checkpoint)
     predictor = Predictor.open(checkpoint, device=device, backend=backend, explain=explain, precision=precision,
                                threads=threads or None, **kwargs)
     apply_threads(threads, predictor.runtime.model_cfg)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import find_latest_checkpoint
+from ..checkpoint import checkpoint_or_latest
 from ..data.folders import check_data_dir
 from ..device import apply_threads
 from ..errors import ConfigError
@@ -91,9 +91,7 @@ def run_eval(checkpoint: str | Path | None, data: str | Path | None = None, spli
     shuffle or empty and ``compare``, also as-is, for the drop. ``threads``: torch's intra-op threads (default:
     :func:`reclmis_core.device.apply_threads`'s for the model's size)."""
     check_eval_options(split, text_mode, threshold)
-    if checkpoint is None:
-        checkpoint = find_latest_checkpoint()
-        log.info("using the newest checkpoint: %s", checkpoint)
+    checkpoint = checkpoint_or_latest(checkpoint)
     rt = open_runtime(checkpoint, device=device)  # the checkpoint's (or export's) model and preprocessor
     apply_threads(threads, rt.model_cfg)
     folder = _data_for(rt, Path(checkpoint), data, dataset)
