@@ -28,6 +28,8 @@ from .note_text import LEVELS, SIDES, ZONE_CODES, _number
 from .synthetic_types import SyntheticConfig, SyntheticItem, smooth_noise
 
 
+# The same words as note_augment.LEVEL_SYNONYMS, kept apart on purpose: this list (and its order, which the seeded
+# notes depend on) belongs to the test family, that one to a training option; docs/experiments.md reports the overlap.
 LEVEL_WORDS = {"upper": ("apical", "upper", "superior"), "middle": ("mid", "middle", "central"),
                "lower": ("basal", "lower", "inferior")}
 FINDINGS = ("opacity", "consolidation", "ground-glass opacity", "infiltrate", "airspace opacity")

@@ -23,17 +23,9 @@ CORPUS = [NOTE, "Unilateral pulmonary infection, one infected area, middle right
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    import torch
-
-    from reclmis_core.config import build_config
-    from reclmis_core.engine.checkpoint import save_checkpoint
-    from reclmis_core.models import build_model
-
-    torch.manual_seed(0)
-    cfg = build_config("tiny", overrides={"model": {"image_size": 32}})
-    root = tmp_path_factory.mktemp("app_runs")
-    return save_checkpoint(build_model(cfg.model, corpus=CORPUS * 3), cfg, root / "tiny" / "best")
+def ckpt(tiny_checkpoint) -> Path:
+    """The session's tiny random checkpoint (tests/conftest.py): the page's plumbing needs no trained model."""
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
