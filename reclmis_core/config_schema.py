@@ -61,6 +61,7 @@ class ModelConfig:
     use_cvr: bool = True  # (bool) conditioned vision reconstruction (text -> masked image features)
     use_clr: bool = True  # (bool) conditioned language reconstruction (image -> masked text features)
     use_ccl: bool = True  # (bool) conditioned contrastive loss
+    note_layout: bool = False  # (bool) beyond the paper, training only: a head guesses from the note alone where the mask lies (the mask pooled to the bottleneck grid), so the text tower must read which sides and levels a note names; weighted by loss.layout
     cvr_attn_condition: bool = True  # (bool) CVR attention to the note conditioned by W_woi (Eq. 7)
     cvr_loss_condition: bool = True  # (bool) CVR MSE weighted by W_poi (Eq. 8); off: plain mean (the reference)
     clr_attn_condition: bool = True  # (bool) CLR attention to the image conditioned by W_poi (Eq. 9)
@@ -95,6 +96,8 @@ class LossConfig:
     bce: float = 1.0  # (float) weight of BCE inside the segmentation term (the reference: 0.5)
     dice_denominator: str = "linear"  # (str) linear: sum p + sum t | squared: sum p^2 + sum t^2 (the reference's WeightedDiceLoss)
     dice_smooth: float = 1e-5  # (float) added to the Dice numerator and denominator, per image (the reference: 1e-5 on features scaled by 0.5, i.e. 4e-5 here)
+    layout: float = 1.0  # (float) weight of the note-layout loss (BCE), when model.note_layout is on
+    poi: float = 0.0  # (float) beyond the paper: weight of the patch-of-interest loss, cross-entropy between the target mask pooled to the bottleneck grid and W_poi (teaches the CI which region the note names); needs the CVR, CLR or CCL branch
 
 
 @dataclass

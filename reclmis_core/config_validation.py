@@ -83,7 +83,13 @@ def validate_config(cfg: RunConfig) -> None:
         share = getattr(cfg.data, name)
         if not 0.0 <= share <= 1.0:
             raise ConfigError(f"data.{name} must lie in [0, 1], got {share}")
-    if cfg.loss.dice_smooth < 0:
+    if m.note_layout and m.text.encoder == NO_TEXT:
+        raise ConfigError("model.note_layout guesses the mask's place from the note: it needs a text encoder")
+    if cfg.loss.poi < 0:
+        raise ConfigError(f"loss.poi must be >= 0, got {cfg.loss.poi}")
+    has_interest = m.text.encoder != NO_TEXT and (m.use_cvr or m.use_clr or m.use_ccl)
+    if cfg.loss.poi > 0 and not has_interest:
+        raise ConfigError("loss.poi trains W_poi, which exists only with a note and the CVR, CLR or CCL branch")
         raise ConfigError(f"loss.dice_smooth must be >= 0, got {cfg.loss.dice_smooth}")
     if t.scheduler in ("cosine-restarts", "exponential") and t.warmup_epochs:
         raise ConfigError(f"train.scheduler={t.scheduler} has no warm-up: set train.warmup_epochs=0 "

@@ -88,6 +88,31 @@ def conditioned_contrastive_loss(similarity: Tensor, logit_scale: Tensor, groups
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
+def note_layout_loss(layout_logits: Tensor, masks: Tensor) -> Tensor:
+    """BCE between the note-only layout guess (B, N) and each patch's foreground share on the square grid."""
+    grid = round(layout_logits.shape[1] ** 0.5)
+    share = F.adaptive_avg_pool2d(masks.float(), grid).flatten(1)
+    return F.binary_cross_entropy_with_logits(layout_logits.float(), share)
+
+
+def patch_of_interest_loss(w_poi: Tensor, masks: Tensor) -> Tensor:
+    """Cross-entropy ``-sum_n t_n log w_n`` between the target's share of each bottleneck patch and W_poi.
+
+    ``t`` is the mask average-pooled to the (square) patch grid of ``w_poi`` (B, N), normalised to sum to one;
+    images with an empty mask have no region to point at and are left out (0 when every mask is empty).
+    """
+    grid = round(w_poi.shape[1] ** 0.5)
+    if grid * grid != w_poi.shape[1]:
+        raise ValueError(f"W_poi has {w_poi.shape[1]} patches, not a square grid")
+    share = F.adaptive_avg_pool2d(masks.float(), grid).flatten(1)  # (B, N)
+    mass = share.sum(1)
+    keep = mass > 0
+    if not bool(keep.any()):
+        return w_poi.sum() * 0.0
+    target = share[keep] / mass[keep, None]
+    return -(target * w_poi[keep].float().clamp_min(1e-12).log()).sum(1).mean()
+
+
 class RecLMISObjective:
     """Eq. 11: lambda1 L_V2T + lambda2 L_T2V + lambda3 L_CCL + lambda4 (L_Dice + L_BCE)."""
 
@@ -129,5 +154,11 @@ class RecLMISObjective:
             groups = note_groups if self.m.ccl_same_note else None
             parts["ccl"] = conditioned_contrastive_loss(sim, logit_scale.float(), groups)
             total = total + self.w.ccl * parts["ccl"]
+        if out.layout_logits is not None:
+            parts["layout"] = note_layout_loss(out.layout_logits, masks)
+            total = total + self.w.layout * parts["layout"]
+        if self.w.poi > 0 and out.w_poi is not None:
+            parts["poi"] = patch_of_interest_loss(out.w_poi, masks)
+            total = total + self.w.poi * parts["poi"]
         parts["loss"] = total
         return parts

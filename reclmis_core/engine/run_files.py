@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
-METRIC_PARTS = ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl")  # the objective's loss parts
+METRIC_PARTS = ("loss", "seg", "dice", "bce", "clr", "cvr", "ccl", "poi", "layout")  # the objective's loss parts
 # Their names in metrics.csv and the console: losses are named as losses (``dice_loss`` is 1 - soft Dice, next to
 # ``val_dice``, the validation Dice score), never a bare ``dice``.
 METRIC_COLUMNS = {k: (k if k == "loss" else f"{k}_loss") for k in METRIC_PARTS}

@@ -46,6 +46,7 @@ class RecLMISOutput:
     target_text: Tensor | None = None
     image_masked: Tensor | None = None  # (B, N) bool, positions zeroed for CVR
     text_masked: Tensor | None = None  # (B, L) bool, positions zeroed for CLR
+    layout_logits: Tensor | None = None  # (B, N) the note-only guess of where the mask lies (model.note_layout)
 
 
 class SegmentationNet(nn.Module):
@@ -214,6 +215,12 @@ class RecLMIS(_TextMixin, nn.Module):
             )
 
         self.cvr = recon() if use_cvr else None
+        # Training only: from the pooled note alone, where on the bottleneck grid the mask lies.
+        self.layout = (
+            nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, self.seg.grid ** 2))
+            if uses_text and cfg.note_layout
+            else None
+        )
         self.clr = recon() if use_clr else None
         self.logit_scale = (
             nn.Parameter(torch.tensor(float(cfg.logit_scale_init)), requires_grad=cfg.learn_logit_scale)
@@ -259,6 +266,8 @@ class RecLMIS(_TextMixin, nn.Module):
             text_features = self.encode_text(input_ids, attention_mask)
         feats = self.seg.forward_features(image, text_features, attention_mask)
         out = RecLMISOutput(logits=self.seg.forward_head(feats))
+        if self.layout is not None:
+            out.layout_logits = self.layout(feats["text_code"])
         if self.interest is None:
             return out
         return self._auxiliary(out, feats, text_features, generator)

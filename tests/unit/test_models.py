@@ -69,6 +69,20 @@ def test_inference_model_has_no_training_only_modules(tiny_cfg, notes):
     assert _n(infer) < _n(model) - _n(model.cvr) - _n(model.clr) + 1
 
 
+def test_note_layout_and_poi_losses_train_and_stay_out_of_inference(tiny_cfg, notes):
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.model.note_layout = True
+    cfg.loss.poi = 1.0
+    model, parts = _step(cfg, notes)
+    assert {"layout", "poi"} <= set(parts) and all(torch.isfinite(parts[k]) for k in ("layout", "poi"))
+    grid = cfg.model.image_size // 16
+    assert model.layout[-1].out_features == grid * grid
+    assert model.layout[0].weight.grad is not None and model.text_encoder.embed.weight.grad.abs().sum() > 0
+    infer = model.for_inference()
+    assert not any("layout" in n for n, _ in infer.named_modules())
+    assert _n(infer) == _n(model.seg) + _n(model.text_encoder)
+
+
 def _padding_and_note_effect(model, cfg, notes) -> tuple[float, float]:
     """(how much padding a note moves its logits, how much changing the note does), relative to the logits' spread.
 

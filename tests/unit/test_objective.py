@@ -10,6 +10,8 @@ import torch
 from reclmis_core.engine.objective import (
     conditioned_contrastive_loss,
     conditioned_similarity,
+    note_layout_loss,
+    patch_of_interest_loss,
     soft_dice_loss,
     weighted_token_mse,
 )
@@ -127,3 +129,33 @@ def test_padded_keys_get_no_attention(mode):
     p = conditioned_softmax(scores, pad, w, mode)
     assert torch.all(p[0, :, :, 2:] == 0) and torch.all(p[1, :, :, 3] == 0)
     assert torch.allclose(p.sum(-1), torch.ones(2, 2, 3))
+
+
+def test_patch_of_interest_loss_by_hand():
+    # 4x4 mask on a 2x2 patch grid: the top-left patch fully foreground, the top-right half -> shares 4:2:0:0,
+    # target t = (2/3, 1/3, 0, 0); W_poi = (0.5, 0.25, 0.125, 0.125) -> -(2/3 ln 0.5 + 1/3 ln 0.25) = 4/3 ln 2.
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[0, 0, :2, :2] = 1
+    mask[0, 0, :2, 2] = 1
+    w_poi = torch.tensor([[0.5, 0.25, 0.125, 0.125]])
+    assert patch_of_interest_loss(w_poi, mask).item() == pytest.approx(4 / 3 * math.log(2))
+
+
+def test_patch_of_interest_loss_skips_empty_masks():
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, 0, 2:, 2:] = 1  # bottom-right patch only: t = (0, 0, 0, 1)
+    w_poi = torch.tensor([[0.1, 0.1, 0.4, 0.4], [0.97, 0.01, 0.01, 0.01]])
+    # the empty second image adds nothing and does not dilute the mean
+    assert patch_of_interest_loss(w_poi, mask).item() == pytest.approx(-math.log(0.4))
+    assert patch_of_interest_loss(w_poi, torch.zeros(2, 1, 4, 4)).item() == 0.0
+
+
+def test_note_layout_loss_by_hand():
+    # 4x4 mask on a 2x2 grid: shares (1, 0.5, 0, 0); logits 0 -> p = 0.5 everywhere -> BCE = ln 2 for every patch
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[0, 0, :2, :2] = 1
+    mask[0, 0, :2, 2] = 1
+    assert note_layout_loss(torch.zeros(1, 4), mask).item() == pytest.approx(math.log(2))
+    # logit ln 3 on the first patch (p = 3/4, target 1): -ln(3/4); the rest stay ln 2
+    logits = torch.tensor([[math.log(3), 0.0, 0.0, 0.0]])
+    assert note_layout_loss(logits, mask).item() == pytest.approx((-math.log(0.75) + 3 * math.log(2)) / 4)
