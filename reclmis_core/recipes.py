@@ -4,6 +4,8 @@ A recipe is ``<short>-<dataset>`` (``paper-qata``, ``reference-mosmed``); with `
 is enough (``--recipe reference``). The applied recipe is recorded as ``RunConfig.recipe`` in config.yaml.
 
 - ``paper-*``: Sec. IV-A of the paper (the default recipe of ``--dataset qata|mosmed``).
+- ``quick-sample``: the bundled sample data, whose phantoms (family ``a``) the ``tiny`` preset learns in 60 epochs
+  instead of its default 150 (the quickstart stays a matter of minutes).
 - ``reference-*``: what the public code does (``Config_covid19.py`` / ``Config_MosMedPlus.py``, ``train_model.py``,
   ``Train_one_epoch.py``, ``utils.py``, ``nets/RecLMIS.py``): 0.5 Dice (squared denominator) + 0.5 BCE, Adam without
   weight decay, a per-epoch schedule, early stopping, its layer counts, mask ratios, W-head dropout and batch
@@ -89,6 +91,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("reference", "qata", "paper", _REFERENCE_QATA,
            "the public code's Config_covid19.py: warm restarts every 10 epochs, batch 32, 4 recon. layers, "
            "up to 2000 epochs, early stop"),
+    Recipe("quick", "sample", "tiny", {"train": {"epochs": 60}},
+           "the bundled phantoms (family a): 60 epochs, where the tiny preset already reaches test Dice 0.90"),
     Recipe("reference", "mosmed", "paper", _REFERENCE_MOSMED,
            "the public code's Config_MosMedPlus.py: lr x max(0.99^epoch, 0.1), batch 20, 3 recon. layers, "
            "W-head dropout 0.5, up to 400 epochs, early stop"),

@@ -94,7 +94,7 @@ def test_common_options_spelled_once(command):
 
 def test_train_help_shows_what_the_presets_give():
     text = " ".join(runner.invoke(app, ["train", "-h"], terminal_width=200).output.split())
-    assert "tiny: 60" in text and "paper: 200" in text and "--workers" in text
+    assert "tiny: 150" in text and "paper: 200" in text and "--workers" in text
 
 
 # -- checks before expensive work ----------------------------------------------------------------------

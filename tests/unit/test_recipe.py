@@ -162,13 +162,24 @@ def test_recipe_names_resolve_per_dataset():
     assert resolve_recipe("reference-mosmed", None).name == "reference-mosmed"
     assert resolve_recipe(None, "qata", "paper").name == "paper-qata"
     assert resolve_recipe(None, "sample", None) is None
+    assert resolve_recipe(None, "sample", "quick").name == "quick-sample"
     with pytest.raises(ConfigError, match="depends on the dataset.*reference-mosmed, reference-qata"):
         resolve_recipe("reference", None)
     with pytest.raises(ConfigError, match="dataset 'sample' has no 'reference' recipe"):
         resolve_recipe("reference", "sample")
     with pytest.raises(ConfigError, match="Did you mean 'reference-qata'"):
         resolve_recipe("refrence-qata", None)
-    assert set(RECIPES) == {"paper-qata", "paper-mosmed", "reference-qata", "reference-mosmed"}
+    assert set(RECIPES) == {"paper-qata", "paper-mosmed", "reference-qata", "reference-mosmed", "quick-sample"}
+
+
+def test_the_sample_trains_60_epochs_other_data_the_tiny_default():
+    from reclmis_core.data.datasets_registry import get_dataset
+
+    sample = get_dataset("sample")
+    recipe = resolve_recipe(None, "sample", sample.recipe)
+    assert applicable_recipe(recipe, "tiny", explicit=False) is recipe
+    assert build_config("tiny", recipe=recipe.name).train.epochs == 60
+    assert build_config("tiny").train.epochs == 150
 
 
 def test_a_named_recipe_applies_to_any_preset_a_default_only_to_its_own():
