@@ -90,6 +90,7 @@ def validate_config(cfg: RunConfig) -> None:
     has_interest = m.text.encoder != NO_TEXT and (m.use_cvr or m.use_clr or m.use_ccl)
     if cfg.loss.poi > 0 and not has_interest:
         raise ConfigError("loss.poi trains W_poi, which exists only with a note and the CVR, CLR or CCL branch")
+    if cfg.loss.dice_smooth < 0:
         raise ConfigError(f"loss.dice_smooth must be >= 0, got {cfg.loss.dice_smooth}")
     if t.scheduler in ("cosine-restarts", "exponential") and t.warmup_epochs:
         raise ConfigError(f"train.scheduler={t.scheduler} has no warm-up: set train.warmup_epochs=0 "

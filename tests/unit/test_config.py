@@ -47,6 +47,7 @@ def test_unknown_key_suggests_nearest():
         ({"model": {"image_mask_ratio": 1.5}}, r"\[0, 1\]"),
         ({"loss": {"poi": 1.0}, "model": {"use_cvr": False, "use_clr": False, "use_ccl": False}}, "W_poi"),
         ({"loss": {"poi": -1.0}}, "loss.poi must be >= 0"),
+        ({"loss": {"dice_smooth": -1.0}}, "loss.dice_smooth must be >= 0"),
         ({"model": {"note_layout": True, "text": {"encoder": "none"}}}, "needs a text encoder"),
     ],
 )
