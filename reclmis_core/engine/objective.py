@@ -88,11 +88,17 @@ def conditioned_contrastive_loss(similarity: Tensor, logit_scale: Tensor, groups
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
+def patch_shares(masks: Tensor, n_patches: int) -> Tensor:
+    """(B, N): each bottleneck patch's foreground share, the masks average-pooled to the square grid of N patches."""
+    grid = round(n_patches ** 0.5)
+    if grid * grid != n_patches:
+        raise ValueError(f"{n_patches} patches do not form a square grid")
+    return F.adaptive_avg_pool2d(masks.float(), grid).flatten(1)
+
+
 def note_layout_loss(layout_logits: Tensor, masks: Tensor) -> Tensor:
-    """BCE between the note-only layout guess (B, N) and each patch's foreground share on the square grid."""
-    grid = round(layout_logits.shape[1] ** 0.5)
-    share = F.adaptive_avg_pool2d(masks.float(), grid).flatten(1)
-    return F.binary_cross_entropy_with_logits(layout_logits.float(), share)
+    """BCE between the note-only layout guess (B, N) and each patch's foreground share."""
+    return F.binary_cross_entropy_with_logits(layout_logits.float(), patch_shares(masks, layout_logits.shape[1]))
 
 
 def patch_of_interest_loss(w_poi: Tensor, masks: Tensor) -> Tensor:
@@ -101,10 +107,7 @@ def patch_of_interest_loss(w_poi: Tensor, masks: Tensor) -> Tensor:
     ``t`` is the mask average-pooled to the (square) patch grid of ``w_poi`` (B, N), normalised to sum to one;
     images with an empty mask have no region to point at and are left out (0 when every mask is empty).
     """
-    grid = round(w_poi.shape[1] ** 0.5)
-    if grid * grid != w_poi.shape[1]:
-        raise ValueError(f"W_poi has {w_poi.shape[1]} patches, not a square grid")
-    share = F.adaptive_avg_pool2d(masks.float(), grid).flatten(1)  # (B, N)
+    share = patch_shares(masks, w_poi.shape[1])
     mass = share.sum(1)
     keep = mass > 0
     if not bool(keep.any()):
