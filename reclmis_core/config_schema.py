@@ -36,6 +36,7 @@ class TextConfig:
     heads: int = 4  # (int) scratch encoder: attention heads
     vocab_size: int = 512  # (int) scratch encoder: BPE vocabulary learned from the training notes
     pad_to_max: bool = False  # (bool) pad every note to max_length tokens (pad id 0), as the reference (18 tokens)
+    reader: str = "raw"  # (str) what the tower reads of a note: raw (as written) | zones (only the lung zones it names, in one plain wording whatever the note's grammar: "upper left and lower right lung"; see data/note_text.py read_note)
     eof_fill: int = 0  # (int) reference quirk: a note of n < eof_fill words gets " EOF XXX" appended eof_fill - n times (the reference's read_text: 9); 0 = off
 
 

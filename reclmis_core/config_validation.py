@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .data.note_text import NOTE_READERS
 from .data.preprocessor import PREPROCESSORS, Preprocessor
 from .errors import ConfigError
 
@@ -70,6 +71,8 @@ def validate_config(cfg: RunConfig) -> None:
     if m.recon_layers < 1:
         raise ConfigError(f"model.recon_layers must be >= 1, got {m.recon_layers}")
     Preprocessor.from_config(cfg).check_config()
+    if m.text.reader not in NOTE_READERS:
+        raise ConfigError(f"model.text.reader must be one of {', '.join(NOTE_READERS)}, got {m.text.reader!r}")
     if m.text.eof_fill < 0:
         raise ConfigError(f"model.text.eof_fill must be >= 0, got {m.text.eof_fill}")
     t = cfg.train

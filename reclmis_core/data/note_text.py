@@ -13,7 +13,9 @@ Styles of :func:`format_note`:
   MosMedData+ notes as far as this package knows them.
 * ``plain``: a short phrase, ``"upper left and lower right lung"``.
 
-:func:`parse_note` reads any of these (and real QaTa notes) back into sides, zones and the area count.
+:func:`parse_note` reads any of these (and real QaTa notes, and other wordings: ``right apical zone``, ``upper and
+mid zones of the left lung``, ``bibasal``) back into sides, zones and the area count; :func:`read_note` rewrites a
+note as the zones it names in the ``plain`` wording, the text a model with ``model.text.reader=zones`` reads.
 """
 
 from __future__ import annotations
@@ -122,25 +124,109 @@ class ParsedNote:
     empty: bool  # the note says there is no infection
 
 
-_ZONE_RE = re.compile(r"\b((?:(?:upper|middle|lower|all)\s+)+)(left|right)\b", re.IGNORECASE)
-_COUNT_RE = re.compile(r"\b([a-z]+|\d+)\s+(?:infected\s+)?(?:areas?|lesions?|regions?)\b", re.IGNORECASE)
+_COUNT_RE = re.compile(r"\b([a-z]+|\d+)\s+(?:infected\s+)?(?:areas?|lesions?|regions?|foci)\b", re.IGNORECASE)
 _EMPTY_RE = re.compile(r"\bno\s+(?:pulmonary\s+)?(?:infection|lesion|opacit)", re.IGNORECASE)
+
+# The lexicon of the zone reader: common radiology words for the sides and the three levels of a lung.
+_SIDE_WORDS = {"left": ("left",), "right": ("right",), "both": ("left", "right"), "bilateral": ("left", "right"),
+               "bilaterally": ("left", "right")}
+_LEVEL_WORDS = {
+    **dict.fromkeys(("upper", "apical", "apex", "apices", "superior", "top"), ("upper",)),
+    **dict.fromkeys(("middle", "mid", "midzone", "midzones", "central", "midlung"), ("middle",)),
+    **dict.fromkeys(("lower", "basal", "base", "bases", "basilar", "inferior", "bottom"), ("lower",)),
+    **dict.fromkeys(("all", "entire", "whole"), LEVELS),
+}
+_BOTH_LEVEL_WORDS = {"bibasal": "lower", "bibasilar": "lower", "biapical": "upper"}  # a level on both sides
+_LIST_WORDS = {"and", ",", "or", "&"}  # join levels of one group ("upper, mid and lower")
+_RANGE_WORDS = {"to", "through"}  # "upper to mid zones": every level between
+_NOUNS = {"zone", "zones", "field", "fields", "lung", "lungs", "lobe", "lobes", "region", "regions", "third", "thirds",
+          "portion", "portions", "part", "parts", "hemithorax", "side", "sided", "lobar"}
+_POST_SKIP = _NOUNS | {"of", "the", "in"}  # "upper and mid zones of the right lung"
+_SENTENCE_END = {".", ";", "\n"}
+_TOKEN_RE = re.compile(r"[a-z]+|\d+|\n|[^\sa-z\d]")
+
+
+def _level_groups(words: list[str]) -> list[tuple[int, int, set[str]]]:
+    """Runs of level words joined by list or range words: (first index, last index, levels)."""
+    groups: list[tuple[int, int, set[str]]] = []
+    i = 0
+    while i < len(words):
+        if words[i] not in _LEVEL_WORDS:
+            i += 1
+            continue
+        first, levels, last = i, set(_LEVEL_WORDS[words[i]]), i
+        j = i + 1
+        while j < len(words):
+            if words[j] in _LEVEL_WORDS:  # "upper middle left lung"
+                levels |= set(_LEVEL_WORDS[words[j]])
+                last, j = j, j + 1
+                continue
+            if not (j + 1 < len(words) and words[j] in _LIST_WORDS | _RANGE_WORDS and words[j + 1] in _LEVEL_WORDS):
+                break
+            new = _LEVEL_WORDS[words[j + 1]]
+            if words[j] in _RANGE_WORDS:  # every level from the last one to this one
+                ends = sorted(LEVELS.index(lv) for lv in (*[LEVELS[max(LEVELS.index(x) for x in levels)]], *new))
+                new = LEVELS[ends[0]: ends[-1] + 1]
+            levels |= set(new)
+            last, j = j + 1, j + 2
+        groups.append((first, last, levels))
+        i = last + 1
+    return groups
+
+
+def _side_of_group(words: list[str], first: int, last: int) -> int | None:
+    """Index of the side word a level group belongs to: the word right before it (``right upper zone``), else the
+    first after it across nouns (``upper left lung``, ``upper and mid zones of the right lung``), else the last side
+    named earlier in the same sentence (``right lung upper zone``, ``Left lung: upper zone ...``)."""
+    if first > 0 and words[first - 1] in _SIDE_WORDS:
+        return first - 1
+    j = last + 1
+    while j < len(words) and words[j] in _POST_SKIP:
+        j += 1
+    if j < len(words) and words[j] in _SIDE_WORDS:
+        return j
+    j = first - 1
+    while j >= 0 and words[j] not in _SENTENCE_END:
+        if words[j] in _SIDE_WORDS:
+            return j
+        j -= 1
+    return None
+
+
+def _read_zones(text: str) -> tuple[set[int], set[str]]:
+    """The zones a note names, and the sides it names without a level (``opacity in the left lung``)."""
+    words = _TOKEN_RE.findall(text.lower().replace("-", " "))
+    zones: set[int] = set()
+    used: set[int] = set()  # indices of side words that a level group took
+    for first, last, levels in _level_groups(words):
+        at = _side_of_group(words, first, last)
+        if at is None:
+            continue
+        used.add(at)
+        zones |= {zone_code(s, lv) for s in _SIDE_WORDS[words[at]] for lv in levels}
+    for w in words:
+        if w in _BOTH_LEVEL_WORDS:
+            zones |= {zone_code(s, _BOTH_LEVEL_WORDS[w]) for s in SIDES}
+    bare = {s for i, w in enumerate(words) if w in ("left", "right") and i not in used for s in _SIDE_WORDS[w]}
+    return zones, bare - {ZONE_CODES[c][0] for c in zones}
 
 
 def parse_note(text: str) -> ParsedNote | None:
-    """Sides, zones and area count of a note in any of the styles above (or a QaTa-COV19 note).
+    """Sides, zones and area count of a note: any of the styles above, a QaTa-COV19 note, or another wording.
+
+    The zone reader knows common radiology words for the levels (upper / apical / superior, middle / mid /
+    central, lower / basal / inferior / base, all / entire / whole, bibasal) and sides (left, right, both,
+    bilateral) and binds each run of levels to its side whether the side comes first (``right upper and mid
+    zones``), last (``upper left lung``, ``basal zones of both lungs``) or earlier in the sentence. It does not
+    read negation: ``no opacity in the left upper zone`` names that zone.
 
     Returns ``None`` when the note names neither a zone nor "no infection". A side named without a level
     (``"left lung"``) is not a zone; ``Bilateral``/``Unilateral`` alone give no side.
     """
     text = str(text)
-    if _EMPTY_RE.search(text):
-        return ParsedNote(set(), set(), 0, True)
-    zones: set[int] = set()
-    for levels, side in _ZONE_RE.findall(text):
-        words = levels.lower().split()
-        for level in (LEVELS if "all" in words else words):
-            zones.add(zone_code(side.lower(), level))
+    zones, _ = _read_zones(text)
+    if not zones:
+        return ParsedNote(set(), set(), 0, True) if _EMPTY_RE.search(text) else None
     count = None
     m = _COUNT_RE.search(text)
     if m:
@@ -151,6 +237,28 @@ def parse_note(text: str) -> ParsedNote | None:
             count = NUMBERS.index(word)
         elif word in ("a", "an", "single"):
             count = 1
-    if not zones:
-        return None
     return ParsedNote({ZONE_CODES[c][0] for c in zones}, zones, count, False)
+
+
+NOTE_READERS = ("raw", "zones")
+
+
+def read_note(text: str, reader: str = "zones") -> str:
+    """The text a model reads for ``text``: as written (``raw``), or (``zones``) the zones the note names in one
+    plain wording, whatever the note's grammar: ``"upper left and lower right lung"``; ``"left lung"`` for a side
+    named without a level; ``"no infection"``; ``""`` (no note) when it names none of these.
+
+    Example:
+        >>> read_note("Findings: 2 foci of consolidation, right apical zone and mid zone of the left lung.")
+        'middle left and upper right lung'
+    """
+    if reader == "raw":
+        return text
+    if reader != "zones":
+        raise ValueError(f"unknown note reader {reader!r}; choose one of {', '.join(NOTE_READERS)}")
+    zones, bare = _read_zones(str(text))
+    if zones:
+        return format_note([[c] for c in zones], "plain")
+    if bare:
+        return _join(sorted(bare)) + " lung"
+    return NO_INFECTION["plain"] if _EMPTY_RE.search(str(text)) else ""

@@ -56,6 +56,7 @@ class Prediction:
     geometry: Geometry  # of one 2-D image / slice
     explanations: list[Explanation] | None = None  # per slice with --explain
     seconds: float = 0.0  # wall time spent on this input (read, preprocess, its share of the model, restore)
+    note_read: str | None = None  # what the model read of the note when it reads only the zones (model.text.reader)
 
     @property
     def is_volume(self) -> bool:
@@ -210,6 +211,11 @@ class Predictor:
                             "sees next to nothing of it. Write notes in the language and wording of its training "
                             "notes", short, n_unk, n, 100 * n_unk / n)
 
+    def _note_read(self, note: str) -> str | None:
+        """The text the model read for ``note`` when its tokenizer reads only the zones (None: the note as written)."""
+        tok = self.runtime.tokenizer if self.uses_text else None
+        return tok.read(note) if tok is not None and tok.reader != "raw" and note else None
+
     def _text_for(self, notes: list[str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.uses_text:
             return None, None
@@ -350,7 +356,7 @@ class Predictor:
             if not p.meta.is_volume:
                 prob = prob[0]
             return Prediction(p.spec, p.note, p.meta, p.image8, prob, p.geometry,
-                              p.exps if self.explain else None, time.perf_counter() - p.started)
+                              p.exps if self.explain else None, time.perf_counter() - p.started, self._note_read(p.note))
 
         def flush(limit: int) -> Iterator[Prediction]:
             nonlocal queue

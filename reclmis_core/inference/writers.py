@@ -179,6 +179,7 @@ def write_prediction(pred: Prediction, out_dir: Path, opts: PredictOptions) -> d
         "shape": list(mask.shape),
         "shape_order": SHAPE_ORDER[mask.ndim],
         "note": pred.note,
+        **({"note_read": pred.note_read} if pred.note_read is not None else {}),
         "threshold": opts.threshold,
         "format": fmt,
     }

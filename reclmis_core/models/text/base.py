@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ...data.note_text import read_note
+
 if TYPE_CHECKING:
     from ...config_schema import TextConfig
 
@@ -52,6 +54,7 @@ class NoteTokenizer:
     kind: ClassVar[str]  # how an export sidecar names this tokenizer ("clip-bpe", "bpe-scratch", ...)
     pad_id: int = 0
     model_max_length: int = 512
+    reader: str = "raw"  # model.text.reader: what of a note is tokenized (raw: all of it; zones: the zones it names)
 
     @classmethod
     def from_description(cls, desc: dict[str, Any], folder: Path, max_length: int) -> NoteTokenizer:
@@ -60,7 +63,11 @@ class NoteTokenizer:
 
     def export_description(self, folder: Path) -> dict[str, Any]:
         """What an export sidecar stores to rebuild this tokenizer; files it needs are written into ``folder``."""
-        return {**self.describe(), "pad_id": int(self.pad_id)}
+        return {**self.describe(), "pad_id": int(self.pad_id), "reader": self.reader}
+
+    def read(self, text: str) -> str:
+        """The text this tokenizer encodes for ``text`` (the note as written, or the zones it names)."""
+        return read_note(text, self.reader)
 
     def _encode_one(self, text: str) -> list[int]:
         """Full token ids of one note including special tokens, before truncation."""
@@ -72,6 +79,9 @@ class NoteTokenizer:
 
     def token_strings(self, text: str, max_length: int) -> list[str]:
         """Readable token strings aligned with the ids (for per-word weights in --explain)."""
+        return self._token_strings(self.read(text), max_length)
+
+    def _token_strings(self, text: str, max_length: int) -> list[str]:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -101,14 +111,30 @@ class NoteTokenizer:
         seen: dict[str, int] = self.__dict__.get("_cut_notes", {})
         return len(seen), max(seen.values(), default=0)
 
+    def _report_unread(self, texts: Sequence[str], read: Sequence[str]) -> None:
+        """Warn once per tokenizer when the zone reader finds nothing in a note (the model then reads no note)."""
+        seen: set[str] = self.__dict__.setdefault("_unread_notes", set())
+        new = {t for t, r in zip(texts, read) if not r and t.strip() and t not in seen}
+        if new and not seen:
+            log.warning("the note reader found no lung zone, side or 'no infection' in %r; the model reads it as no "
+                        "note (model.text.reader=zones; warned once, later ones are counted)", next(iter(new)))
+        seen.update(new)
+
+    def unread_count(self) -> int:
+        """Distinct notes so far in which the zone reader found nothing."""
+        return len(self.__dict__.get("_unread_notes", ()))
+
     def count(self, text: str) -> int:
-        return len(self._encode_one(text))
+        return len(self._encode_one(self.read(text)))
 
     def __call__(self, texts: Sequence[str], max_length: int, pad_to_max: bool = False) -> TokenBatch:
         """Tokenize notes, pad to the longest in the batch (every note to ``max_length`` with ``pad_to_max``, as
         the reference's fixed 18 tokens), cut at ``max_length`` (counted, never silent)."""
+        read = [self.read(t) for t in texts]
+        if self.reader != "raw":
+            self._report_unread(texts, read)
         rows, cut = [], []
-        for text in texts:
+        for text in read:
             ids = self._encode_one(text)
             if len(ids) > max_length:
                 cut.append(len(ids) - max_length)

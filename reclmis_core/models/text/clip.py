@@ -59,7 +59,7 @@ class ClipTokenizer(NoteTokenizer):
     def _encode_one(self, text: str) -> list[int]:
         return [self.sot, *self._tok.encode(text), self.eot]
 
-    def token_strings(self, text: str, max_length: int) -> list[str]:
+    def _token_strings(self, text: str, max_length: int) -> list[str]:
         ids = self._encode_one(text)
         if len(ids) > max_length:
             ids = self._truncate(ids, max_length)

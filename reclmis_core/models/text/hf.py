@@ -44,7 +44,7 @@ class AutoTokenizerWrapper(NoteTokenizer):
     def _encode_one(self, text: str) -> list[int]:
         return list(self._tok(text, add_special_tokens=True, truncation=False)["input_ids"])
 
-    def token_strings(self, text: str, max_length: int) -> list[str]:
+    def _token_strings(self, text: str, max_length: int) -> list[str]:
         ids = self._encode_one(text)
         if len(ids) > max_length:
             ids = self._truncate(ids, max_length)

@@ -57,7 +57,7 @@ class HFTokenizerFile(NoteTokenizer):
     def _encode_one(self, text: str) -> list[int]:
         return list(self._tok.encode(text).ids)
 
-    def token_strings(self, text: str, max_length: int) -> list[str]:
+    def _token_strings(self, text: str, max_length: int) -> list[str]:
         enc = self._tok.encode(text)
         tokens = list(enc.tokens)
         return tokens if len(tokens) <= max_length else tokens[: max_length - 1] + tokens[-1:]

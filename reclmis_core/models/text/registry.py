@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...config_schema import TextConfig
+from ...data.note_text import read_note
 from ...data.reference import fill_note
 from ...errors import CheckpointError, ConfigError
 from ...registry import Registry
@@ -110,8 +111,11 @@ def build_text_tower(
     if cfg.encoder == NO_TEXT:
         return None
     cls, source = text_encoder_class(cfg.encoder)
+    if corpus is not None:  # a tokenizer learnt from the notes learns the text it will be given
+        corpus = [read_note(t, cfg.reader) for t in corpus]
     with _quiet_transformers():
         tower = cls.from_config(cfg, source, corpus, state or {})
+    tower.tokenizer.reader = cfg.reader
     if cfg.freeze:
         for p in tower.parameters():
             p.requires_grad_(False)
@@ -140,7 +144,9 @@ def build_tokenizer(desc: dict[str, Any], folder: Path, max_length: int) -> Note
         cls = tokenizer_class(str(desc.get("kind")))
     except CheckpointError as exc:
         raise CheckpointError(f"{folder}: {exc}") from None
-    return cls.from_description(desc, folder, max_length)
+    tokenizer = cls.from_description(desc, folder, max_length)
+    tokenizer.reader = str(desc.get("reader", "raw"))
+    return tokenizer
 
 
 @dataclass(frozen=True)

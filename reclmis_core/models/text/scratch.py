@@ -55,7 +55,7 @@ class ScratchTokenizer(NoteTokenizer):
     def _encode_one(self, text: str) -> list[int]:
         return [self.bos, *self._tok.encode(text).ids, self.eos]
 
-    def token_strings(self, text: str, max_length: int) -> list[str]:
+    def _token_strings(self, text: str, max_length: int) -> list[str]:
         tokens = ["[BOS]", *self._tok.encode(text).tokens, "[EOS]"]
         return tokens if len(tokens) <= max_length else tokens[: max_length - 1] + tokens[-1:]
 

@@ -1,0 +1,113 @@
+"""The zone reader (``model.text.reader=zones``): what it reads in notes of several grammars, and that every path
+that tokenizes a note (training, checkpoints, exports, predict) reads it the same way."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import pytest
+
+from reclmis_core.data.note_text import format_note, parse_note, read_note, zone_code
+from reclmis_core.data.synthetic_b import make_note_b
+
+UL, ML, LL = zone_code("left", "upper"), zone_code("left", "middle"), zone_code("left", "lower")
+UR, MR, LR = zone_code("right", "upper"), zone_code("right", "middle"), zone_code("right", "lower")
+
+# Hand-written notes: the zones a reader of the note would mark.
+CASES = [
+    ("Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.", {UL, LR}),
+    ("Bilateral pulmonary infection, three infected areas, upper middle left lung and lower right lung.",
+     {UL, ML, LR}),
+    ("Unilateral pulmonary infection, one infected area, all right lung.", {UR, MR, LR}),
+    ("Findings: 2 foci of consolidation, right apical zone and mid zone of the left lung.", {UR, ML}),
+    ("left middle zone and mid zone of the right lung: opacities.", {ML, MR}),
+    ("Infection involving both lungs, right upper and mid zones and left basal zone (3 lesions).", {UR, MR, LL}),
+    ("There are 2 infiltrates in the upper, mid and lower zones of the left lung.", {UL, ML, LL}),
+    ("upper to lower zones of the right lung", {UR, MR, LR}),
+    ("Bibasal consolidation.", {LL, LR}),
+    ("lower zones bilaterally", {LL, LR}),
+    ("Ground-glass opacity in both upper zones.", {UL, UR}),
+    ("right lung upper zone and left lung lower zone", {UR, LL}),
+    ("Left lung: upper and lower zone opacities; right lung clear.", {UL, LL}),
+    ("left-sided lower zone opacity", {LL}),
+    ("Opacity of the entire left lung.", {UL, ML, LL}),
+    ("superior right and inferior left lung", {UR, LL}),
+]
+
+
+@pytest.mark.parametrize("note,zones", CASES)
+def test_the_reader_finds_the_zones_whatever_the_grammar(note: str, zones: set[int]) -> None:
+    parsed = parse_note(note)
+    assert parsed is not None and parsed.zones == zones
+
+
+def test_what_the_model_reads() -> None:
+    assert read_note(CASES[3][0]) == "middle left and upper right lung"  # left lung first, upper to lower
+    assert read_note(CASES[0][0]) == read_note("right basal zone and left apical zone: opacities.")
+    assert read_note("No pulmonary infection.") == "no infection"
+    assert read_note("Opacity in the left lung.") == "left lung"  # a side without a level
+    assert read_note("Some opacity.") == ""  # nothing the reader knows: no note
+    assert read_note("Some opacity.", "raw") == "Some opacity."
+    with pytest.raises(ValueError, match="reader"):
+        read_note("x", "bag-of-words")
+
+
+def test_every_zone_set_reads_back_in_every_style() -> None:
+    for k in range(1, 7):
+        for codes in itertools.combinations(range(1, 7), k):
+            plain = read_note(format_note([list(codes)], "qata"))
+            assert parse_note(plain).zones == set(codes)
+            for style in ("qata", "mosmed", "plain"):
+                assert read_note(format_note([[c] for c in codes], style)) == plain, (codes, style)
+
+
+def test_family_b_notes_read_to_their_zones() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        codes = sorted(rng.choice(np.arange(1, 7), size=int(rng.integers(1, 5)), replace=False).tolist())
+        note = make_note_b(codes, rng)
+        assert read_note(note) == read_note(format_note([codes])), note
+
+
+def _scratch_tower(reader: str):
+    from reclmis_core.config import build_config
+    from reclmis_core.models.text import build_text_tower
+
+    cfg = build_config("tiny", overrides={"model": {"text": {"reader": reader}}}).model.text
+    return build_text_tower(cfg, corpus=[c[0] for c in CASES])
+
+
+def test_a_zone_reading_tokenizer_gives_one_encoding_per_zone_set(caplog: pytest.LogCaptureFixture) -> None:
+    tok = _scratch_tower("zones").tokenizer
+    a = tok(["Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.",
+             "right basal zone and left apical zone: opacities."], 32)
+    assert a.input_ids[0].tolist() == a.input_ids[1].tolist()
+    assert tok.token_strings(CASES[3][0], 32)[1:-1] == ["middle", "left", "and", "upper", "right", "lung"]
+    with caplog.at_level(logging.WARNING):
+        b = tok(["Some opacity."], 32)
+    assert b.attention_mask.sum().item() == 2  # [BOS] [EOS]: the model reads no note, and says so
+    assert "found no lung zone" in caplog.text and tok.unread_count() == 1
+    raw = _scratch_tower("raw").tokenizer
+    c = raw(["Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.",
+             "right basal zone and left apical zone: opacities."], 32)
+    assert c.input_ids[0].tolist() != c.input_ids[1].tolist()
+
+
+def test_an_export_keeps_the_reader(tmp_path) -> None:
+    from reclmis_core.models.text import build_tokenizer, tokenizer_description
+
+    tok = _scratch_tower("zones").tokenizer
+    again = build_tokenizer(tokenizer_description(tok, tmp_path), tmp_path, 32)
+    assert again.reader == "zones"
+    note = "Findings: 2 foci of consolidation, right apical zone and mid zone of the left lung."
+    assert again([note], 32).input_ids.tolist() == tok([note], 32).input_ids.tolist()
+    assert build_tokenizer({**tokenizer_description(_scratch_tower("raw").tokenizer, tmp_path)}, tmp_path,
+                           32).reader == "raw"
+
+
+def test_the_tokenizer_vocabulary_is_learnt_from_the_notes_as_read() -> None:
+    tok = _scratch_tower("zones").tokenizer
+    vocab = tok._tok.get_vocab()
+    assert "findings" not in vocab and "consolidation" not in vocab  # words the reader drops are never seen
