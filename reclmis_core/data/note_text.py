@@ -132,15 +132,19 @@ _SIDE_WORDS = {"left": ("left",), "right": ("right",), "both": ("left", "right")
                "bilaterally": ("left", "right")}
 _LEVEL_WORDS = {
     **dict.fromkeys(("upper", "apical", "apex", "apices", "superior", "top"), ("upper",)),
-    **dict.fromkeys(("middle", "mid", "midzone", "midzones", "central", "midlung"), ("middle",)),
-    **dict.fromkeys(("lower", "basal", "base", "bases", "basilar", "inferior", "bottom"), ("lower",)),
+    **dict.fromkeys(("middle", "mid", "midzone", "midzones", "central", "midlung", "perihilar", "parahilar", "hilar"),
+                    ("middle",)),
+    **dict.fromkeys(("lower", "basal", "base", "bases", "basilar", "inferior", "bottom", "costophrenic"), ("lower",)),
     **dict.fromkeys(("all", "entire", "whole"), LEVELS),
 }
 _BOTH_LEVEL_WORDS = {"bibasal": "lower", "bibasilar": "lower", "biapical": "upper"}  # a level on both sides
+# Lobe and zone abbreviations (right/left upper/middle/lower lobe or zone) name one zone each.
+_ABBREVIATIONS = {f"{s[0]}{lv[0]}{kind}": (s, lv) for s in SIDES for lv in LEVELS for kind in "lz"}
 _LIST_WORDS = {"and", ",", "or", "&"}  # join levels of one group ("upper, mid and lower")
 _RANGE_WORDS = {"to", "through"}  # "upper to mid zones": every level between
 _NOUNS = {"zone", "zones", "field", "fields", "lung", "lungs", "lobe", "lobes", "region", "regions", "third", "thirds",
-          "portion", "portions", "part", "parts", "hemithorax", "side", "sided", "lobar"}
+          "portion", "portions", "part", "parts", "hemithorax", "side", "sided", "lobar", "area", "areas", "segment",
+          "segments", "aspect"}
 _POST_SKIP = _NOUNS | {"of", "the", "in"}  # "upper and mid zones of the right lung"
 _SENTENCE_END = {".", ";", "\n"}
 _TOKEN_RE = re.compile(r"[a-z]+|\d+|\n|[^\sa-z\d]")
@@ -207,6 +211,8 @@ def _read_zones(text: str) -> tuple[set[int], set[str]]:
     for w in words:
         if w in _BOTH_LEVEL_WORDS:
             zones |= {zone_code(s, _BOTH_LEVEL_WORDS[w]) for s in SIDES}
+        elif w in _ABBREVIATIONS:
+            zones.add(zone_code(*_ABBREVIATIONS[w]))
     bare = {s for i, w in enumerate(words) if w in ("left", "right") and i not in used for s in _SIDE_WORDS[w]}
     return zones, bare - {ZONE_CODES[c][0] for c in zones}
 
@@ -215,8 +221,8 @@ def parse_note(text: str) -> ParsedNote | None:
     """Sides, zones and area count of a note: any of the styles above, a QaTa-COV19 note, or another wording.
 
     The zone reader knows common radiology words for the levels (upper / apical / superior, middle / mid /
-    central, lower / basal / inferior / base, all / entire / whole, bibasal) and sides (left, right, both,
-    bilateral) and binds each run of levels to its side whether the side comes first (``right upper and mid
+    central / perihilar, lower / basal / inferior / base / costophrenic, all / entire / whole, bibasal, lobe and
+    zone abbreviations such as RUL or LLZ) and sides (left, right, both, bilateral) and binds each run of levels to its side whether the side comes first (``right upper and mid
     zones``), last (``upper left lung``, ``basal zones of both lungs``) or earlier in the sentence. It does not
     read negation: ``no opacity in the left upper zone`` names that zone.
 

@@ -34,6 +34,9 @@ CASES = [
     ("left-sided lower zone opacity", {LL}),
     ("Opacity of the entire left lung.", {UL, ML, LL}),
     ("superior right and inferior left lung", {UR, LL}),
+    ("RUL consolidation, LLL atelectasis.", {UR, LL}),
+    ("Right perihilar and left costophrenic opacities.", {MR, LL}),
+    ("Patchy opacity in the upper area of the left lung.", {UL}),
 ]
 
 
