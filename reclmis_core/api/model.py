@@ -256,7 +256,7 @@ class Model:
         geom = self.predictor.plan.geometry(image.shape[:2], None)
         meta = ImageMeta(f"<array {index}>", "raster", tuple(image.shape), tuple(image.shape), "uint8",
                          mode="rgb" if image.ndim == 3 else "gray")
-        return Result(meta.path, note, prob, threshold, geom, meta, image)
+        return Result(meta.path, note, prob, threshold, geom, meta, image, note_read=self.predictor.note_read(note))
 
     def _predict_files(self, files: list[tuple[int, str]], notes: list[str], threshold: float,
                        out: str | Path | None, fmt: str, overlay: bool, save_prob: bool,

@@ -31,6 +31,8 @@ class Result:
         explanations: per slice W_poi/W_woi when the model was loaded with ``explain=True`` (file inputs).
         files: what ``predict(..., out=DIR)`` wrote for this input, by kind (``mask``, ``seg``, ``overlay``, ...).
         entry: this input's entry of ``predictions.json`` (with ``out=``), else None.
+        note_read: what the model read of the note when it reads only the zones a note names
+            (``model.text.reader=zones``: ``"upper left and lower right lung"``); None when it reads the note as written.
     """
 
     input: str
@@ -43,11 +45,12 @@ class Result:
     explanations: list[Explanation] | None = None
     files: dict[str, str] = field(default_factory=dict)
     entry: dict[str, Any] | None = None
+    note_read: str | None = None
 
     @classmethod
     def from_prediction(cls, pred: Prediction, threshold: float) -> Result:
         return cls(str(pred.spec.path), pred.note, pred.prob, threshold, pred.geometry, pred.meta, pred.image8,
-                   pred.explanations)
+                   pred.explanations, note_read=pred.note_read)
 
     @property
     def mask(self) -> np.ndarray:

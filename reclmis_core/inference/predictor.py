@@ -211,7 +211,7 @@ class Predictor:
                             "sees next to nothing of it. Write notes in the language and wording of its training "
                             "notes", short, n_unk, n, 100 * n_unk / n)
 
-    def _note_read(self, note: str) -> str | None:
+    def note_read(self, note: str) -> str | None:
         """The text the model read for ``note`` when its tokenizer reads only the zones (None: the note as written)."""
         tok = self.runtime.tokenizer if self.uses_text else None
         return tok.read(note) if tok is not None and tok.reader != "raw" and note else None
@@ -356,7 +356,7 @@ class Predictor:
             if not p.meta.is_volume:
                 prob = prob[0]
             return Prediction(p.spec, p.note, p.meta, p.image8, prob, p.geometry,
-                              p.exps if self.explain else None, time.perf_counter() - p.started, self._note_read(p.note))
+                              p.exps if self.explain else None, time.perf_counter() - p.started, self.note_read(p.note))
 
         def flush(limit: int) -> Iterator[Prediction]:
             nonlocal queue

@@ -114,3 +114,25 @@ def test_the_tokenizer_vocabulary_is_learnt_from_the_notes_as_read() -> None:
     tok = _scratch_tower("zones").tokenizer
     vocab = tok._tok.get_vocab()
     assert "findings" not in vocab and "consolidation" not in vocab  # words the reader drops are never seen
+
+
+def test_predict_says_what_the_model_read(tmp_path) -> None:
+    import torch
+    from PIL import Image
+
+    from reclmis_core.api import load
+    from reclmis_core.checkpoint import save_checkpoint
+    from reclmis_core.config import build_config
+    from reclmis_core.models import build_model
+
+    torch.manual_seed(0)
+    cfg = build_config("tiny", overrides={"model": {"image_size": 32, "text": {"reader": "zones"}}})
+    ckpt = save_checkpoint(build_model(cfg.model, corpus=[c[0] for c in CASES]), cfg, tmp_path / "best")
+    Image.fromarray((np.arange(48 * 48).reshape(48, 48) % 251).astype(np.uint8)).save(tmp_path / "x.png")
+    model = load(ckpt)
+    note = "Findings: 2 foci of consolidation, right apical zone and mid zone of the left lung."
+    (res,) = model.predict(str(tmp_path / "x.png"), note=note, out=tmp_path / "out")
+    assert res.note_read == "middle left and upper right lung" and res.entry["note_read"] == res.note_read
+    (arr,) = model.predict(np.zeros((40, 40), np.uint8), note=note)
+    assert arr.note_read == res.note_read
+    assert model.predictor.note_read("Some opacity.") == ""  # nothing read: the model sees no note
