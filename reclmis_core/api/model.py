@@ -200,7 +200,11 @@ class Model:
         if self.uses_text and not self.note_optional and any(not n.strip() for n in notes):
             raise ConfigError("note is empty: this model is text-guided; describe the finding, e.g. "
                               "note='bilateral lower lung infection'")
-        return [n.strip() for n in notes]
+        notes = [n.strip() for n in notes]
+        problem = next((p for p in map(self.predictor.note_problem, filter(None, notes)) if p), None)
+        if problem is not None:
+            raise ConfigError(problem)
+        return notes
 
     @_configurable("predict")
     def predict(self, source: Any, note: str | Sequence[str] | None = None, *, threshold: float | None = None,

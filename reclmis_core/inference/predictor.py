@@ -274,6 +274,9 @@ class Predictor:
         pre = self.preprocessor
         out = []
         for img, note in zip(images, notes):
+            problem = self.note_problem(note)
+            if problem is not None:
+                raise ConfigError(problem)
             slices, meta = pre.load(np.asarray(img))
             geom = pre.geometry(slices.shape[1:3], meta)
             probs, _, _ = self._run([pre.to_model(slices[0], geom)], [note])
@@ -299,10 +302,24 @@ class Predictor:
             woi = [row[: int(v.sum())] for row, v in zip(woi, valid)]
         return probs, poi, woi
 
+    def note_problem(self, note: str) -> str | None:
+        """Why this model cannot take ``note`` (None when it can): a text-guided model needs a note, and a model
+        that reads only the zones a note names needs one it can read (unless it was trained to go without)."""
+        if not self.uses_text or self.note_optional:
+            return None
+        if not note:
+            return "no note for this input; the checkpoint is text-guided, give --note TEXT or a --notes CSV row " \
+                   "(image,note) for it"
+        if self.note_read(note) == "":
+            short = note if len(note) <= 60 else note[:57] + "..."
+            return (f"the note {short!r} names no lung zone (upper/middle/lower, left/right), side or 'no infection' "
+                    "that this model reads: it reads only the zones a note names (model.text.reader=zones)")
+        return None
+
     def _load_job(self, spec: InputSpec, note: str) -> Failure | tuple[ImageMeta, np.ndarray, Geometry, np.ndarray]:
-        if self.uses_text and not note and not self.note_optional:
-            return Failure(str(spec.path), f"{spec.path}: no note for this input; the checkpoint is text-guided, "
-                           "give --note TEXT or a --notes CSV row (image,note) for it", spec.stem)
+        problem = self.note_problem(note)
+        if problem is not None:
+            return Failure(str(spec.path), f"{spec.path}: {problem}", spec.stem)
         try:
             return self._load(spec)
         except ReclmisError as exc:

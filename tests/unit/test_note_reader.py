@@ -136,3 +136,27 @@ def test_predict_says_what_the_model_read(tmp_path) -> None:
     (arr,) = model.predict(np.zeros((40, 40), np.uint8), note=note)
     assert arr.note_read == res.note_read
     assert model.predictor.note_read("Some opacity.") == ""  # nothing read: the model sees no note
+
+
+def test_a_note_the_model_cannot_read_is_refused_not_guessed(tmp_path) -> None:
+    import torch
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from reclmis_cli.main import app
+    from reclmis_core.api import load
+    from reclmis_core.checkpoint import save_checkpoint
+    from reclmis_core.config import build_config
+    from reclmis_core.errors import ConfigError
+    from reclmis_core.models import build_model
+
+    torch.manual_seed(0)
+    cfg = build_config("tiny", overrides={"model": {"image_size": 32, "text": {"reader": "zones"}}})
+    ckpt = save_checkpoint(build_model(cfg.model, corpus=[c[0] for c in CASES]), cfg, tmp_path / "best")
+    with pytest.raises(ConfigError, match="names no lung zone"):
+        load(ckpt).predict(np.zeros((40, 40), np.uint8), note="左肺下叶有感染病灶")
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(tmp_path / "x.png")
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "x.png"), "--note", "Some opacity.", "-c", str(ckpt),
+                                   "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "names no lung zone" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o" / "x_mask.png").exists()
