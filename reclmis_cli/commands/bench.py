@@ -117,7 +117,9 @@ def bench(
         help=f"Comma list of {', '.join(BENCH_BACKENDS)}; or all (Table II: {','.join(TABLE_II_BACKENDS)} on a CPU, "
              f"{','.join(GPU_BACKENDS)} on CUDA).",
     ),
-    text_len: int = typer.Option(18, "--text-len", help="Tokens per note for MACs and latency (reference: 18)."),
+    text_len: int | None = typer.Option(
+        None, "--text-len", show_default="18",
+        help="Tokens per note for MACs and latency (reference: 18; a model that cuts notes shorter: its length)."),
     runs: int = typer.Option(10, "--runs", help="Timed runs per measurement (Table II: 20)."),
     warmup: int = typer.Option(2, "--warmup", help="Untimed warm-up runs (Table II: 3)."),
     train_batch: int = typer.Option(2, "--train-batch", help="Batch of the training-step measurement (0 = skip)."),

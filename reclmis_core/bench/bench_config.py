@@ -14,7 +14,7 @@ class BenchConfig:
     device: str = "auto"  # (str) auto | cpu | cuda | cuda:N (reclmis_core.device.resolve_device)
     batch_sizes: tuple[int, ...] = (1,)  # (tuple) batch sizes for latency (Table II: 1,8)
     backends: tuple[str, ...] = QUICK_BACKENDS  # (tuple) latency backends (Table II: DEFAULT_BACKENDS)
-    text_len: int = 18  # (int) tokens per note (incl. special tokens) for MACs and latency
+    text_len: int | None = None  # (int) tokens per note (incl. special tokens) for MACs and latency; None: 18 (the reference's), or the model's max note length when that is shorter
     runs: int = 10  # (int) timed runs per measurement (>= 20 for the report)
     warmup: int = 2  # (int) untimed runs first
     train_batch: int = 2  # (int) batch of the training-step throughput measurement; 0 = skip

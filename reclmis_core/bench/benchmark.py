@@ -152,6 +152,9 @@ class _Rows(list):
         self._on_append()
 
 
+REFERENCE_TEXT_LEN = 18  # tokens per note in the reference code (and the paper's Table II)
+
+
 def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = None,
                   on_update: Callable[[BenchReport], None] | None = None) -> BenchReport:
     """Count parameters and MACs, time every requested backend, measure a training step.
@@ -183,6 +186,8 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
     inf = model.for_inference()
     size = run_cfg.model.image_size
     uses_text = inf.seg.uses_text
+    if cfg.text_len is None:  # the reference's 18 tokens, unless the model cuts its notes shorter
+        cfg = dataclasses.replace(cfg, text_len=min(REFERENCE_TEXT_LEN, inf.max_length) if uses_text else REFERENCE_TEXT_LEN)
 
     # -- parameters --------------------------------------------------------------------------------
     p_total = count_params(model)

@@ -210,8 +210,27 @@ def test_global_quiet_silences_predict_summary(ckpt, png, tmp_path):
     assert json.loads((tmp_path / "o" / "predictions.json").read_text())["n_ok"] == 1
 
 
-def test_unknown_words_warn_with_their_share(ckpt, png, tmp_path):
+def test_a_note_the_default_model_cannot_read_is_one_error(ckpt, png, tmp_path):
     res = runner.invoke(app, ["predict", str(png), "--note", "左肺下叶有感染病灶", "-c", str(ckpt),
+                              "-o", str(tmp_path / "o")])
+    _one_error(res, "the input failed")  # like any input that fails: its reason on its own line, exit 2
+    assert any(x.startswith("warning: ") and "names no lung zone" in x and "model.text.reader=zones" in x
+               for x in res.output.splitlines()), res.output
+    assert not (tmp_path / "o" / "xray_mask.png").exists()
+
+
+def test_unknown_words_warn_with_their_share(png, tmp_path):
+    """A model that reads notes as written (model.text.reader=raw) warns when most of a note's words are unknown."""
+    import torch
+
+    from reclmis_core.config import build_config
+    from reclmis_core.engine.checkpoint import save_checkpoint
+    from reclmis_core.models import build_model
+
+    torch.manual_seed(0)
+    cfg = build_config("tiny", overrides={"model": {"image_size": 32, "text": {"reader": "raw"}}})
+    raw = save_checkpoint(build_model(cfg.model, corpus=[NOTE] * 3), cfg, tmp_path / "raw" / "best")
+    res = runner.invoke(app, ["predict", str(png), "--note", "左肺下叶有感染病灶", "-c", str(raw),
                               "-o", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     line = next(x for x in res.output.splitlines() if "unknown to this checkpoint's tokenizer" in x)

@@ -83,7 +83,8 @@ def test_trainer_truncation_warning_follows_the_mode(caplog):
     notes = [NOTE + " Extra words beyond the limit.", "short note"]
     for pad_to_max, needle in ((False, "raise model.text.max_length"), (True, "reference-exact mode")):
         cfg = build_config("tiny", overrides={"model": {"image_size": 32,
-                                                        "text": {"max_length": 12, "pad_to_max": pad_to_max}}})
+                                                        "text": {"max_length": 12, "pad_to_max": pad_to_max,
+                                                                 "reader": "raw"}}})
         model = build_model(cfg.model, corpus=notes * 3)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
