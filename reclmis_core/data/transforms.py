@@ -126,6 +126,24 @@ def saturation_hue(image: np.ndarray, saturation: float, hue: float) -> np.ndarr
     return np.asarray(Image.fromarray(hsv, mode="HSV").convert("RGB"))
 
 
+def gamma(image: np.ndarray, g: float) -> np.ndarray:
+    """Intensity gamma: ``255 * (x / 255) ** g``."""
+    return np.clip(255.0 * (image.astype(np.float32) / 255.0) ** g + 0.5, 0, 255).astype(np.uint8)
+
+
+def gaussian_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Add zero-mean Gaussian noise of ``sigma`` grey levels."""
+    noisy = image.astype(np.float32) + rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+
+
+def low_resolution(image: np.ndarray, zoom: float) -> np.ndarray:
+    """Down-sample by ``zoom`` (< 1) and back up (bilinear): the blur of a scan taken at a coarser resolution."""
+    h, w = image.shape[:2]
+    small = Image.fromarray(image).resize((max(1, round(w * zoom)), max(1, round(h * zoom))), Image.BILINEAR)
+    return np.asarray(small.resize((w, h), Image.BILINEAR))
+
+
 def is_colour(image: np.ndarray) -> bool:
     return image.ndim == 3 and image.shape[2] == 3 and not (
         np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
@@ -153,6 +171,11 @@ class TrainAugment:
     p_colour = 0.5
     saturation_range = (0.8, 1.2)
     hue_range = 0.03
+    # data.domain_augment: images from another scanner or generator (nnU-Net's intensity and resolution transforms)
+    gamma_range = (0.7, 1.5)
+    noise_sigma = (0.0, 12.0)  # grey levels
+    zoom_range = (0.5, 1.0)
+    wide_contrast = (0.65, 1.5)
 
     def __init__(self, cfg: DataConfig) -> None:
         if abs(cfg.rotate_deg) > MAX_ROTATION_DEG:
@@ -185,4 +208,22 @@ class TrainAugment:
             image = contrast(image, factor, shift)
         if u[4] < self.p_colour and is_colour(image):
             image = saturation_hue(image, sat, hue)
+        if cfg.domain_augment > 0 and rng.random() < cfg.domain_augment:
+            image = self._domain(image, rng)
         return Sample(image, sample.mask, sample.note, sample.lesion_labels)
+
+    def _domain(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Each of gamma, wide contrast, simulated low resolution and noise with probability 1/2 (drawn in a
+        fixed order; only when ``data.domain_augment`` picks the sample, so other recipes draw as before)."""
+        u = rng.random(4)
+        g, factor = float(rng.uniform(*self.gamma_range)), float(rng.uniform(*self.wide_contrast))
+        zoom, sigma = float(rng.uniform(*self.zoom_range)), float(rng.uniform(*self.noise_sigma))
+        if u[0] < 0.5:
+            image = gamma(image, g)
+        if u[1] < 0.5:
+            image = contrast(image, factor)
+        if u[2] < 0.5:
+            image = low_resolution(image, zoom)
+        if u[3] < 0.5:
+            image = gaussian_noise(image, sigma, rng)
+        return image

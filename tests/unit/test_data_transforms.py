@@ -102,3 +102,29 @@ def test_colour_ops_only_on_colour() -> None:
     rgb = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
     assert is_colour(rgb)
     assert saturation_hue(rgb, 1.2, 0.05).shape == rgb.shape
+
+
+def test_domain_augment_maths_and_that_it_leaves_mask_and_note() -> None:
+    from reclmis_core.data.transforms import TrainAugment, gamma, gaussian_noise, low_resolution
+
+    x = np.array([[0, 64, 255]], dtype=np.uint8)
+    assert gamma(x, 2.0).tolist() == [[0, 16, 255]]  # 255 * (64/255)^2 = 16.06
+    flat = np.full((32, 32), 100, np.uint8)
+    assert np.array_equal(low_resolution(flat, 0.5), flat)  # a flat image has nothing to lose
+    edge = np.zeros((32, 32), np.uint8)
+    edge[:, 16:] = 255
+    soft = low_resolution(edge, 0.25)
+    assert soft.shape == edge.shape and 0 < soft[0, 15] < 255  # the edge is blurred
+    noisy = gaussian_noise(flat, 10.0, np.random.default_rng(0)).astype(float)
+    assert abs(noisy.mean() - 100) < 1.5 and 8 < noisy.std() < 12
+    img = (np.arange(64 * 64).reshape(64, 64) % 200).astype(np.uint8)
+    mask = (img > 100).astype(np.uint8)
+    sample = Sample(img, mask, "upper left lung")
+    plain, extra = TrainAugment(DataConfig(augment=True, hflip=False, rotate_deg=0.0)), TrainAugment(
+        DataConfig(augment=True, hflip=False, rotate_deg=0.0, domain_augment=1.0))
+    changed = 0
+    for seed in range(8):
+        a, b = plain(sample, np.random.default_rng(seed)), extra(sample, np.random.default_rng(seed))
+        assert np.array_equal(a.mask, b.mask) and a.note == b.note
+        changed += not np.array_equal(a.image, b.image)
+    assert changed >= 6  # each of the four changes has probability 1/2: all four skipped 1 time in 16
