@@ -73,6 +73,9 @@ def validate_config(cfg: RunConfig) -> None:
     Preprocessor.from_config(cfg).check_config()
     if m.text.reader not in NOTE_READERS:
         raise ConfigError(f"model.text.reader must be one of {', '.join(NOTE_READERS)}, got {m.text.reader!r}")
+    if m.text.reader != "raw" and m.text.eof_fill:
+        raise ConfigError("model.text.eof_fill pads raw notes as the reference code did; a model that reads only the "
+                          "zones (model.text.reader=zones) would read the padding away: use one or the other")
     if m.text.eof_fill < 0:
         raise ConfigError(f"model.text.eof_fill must be >= 0, got {m.text.eof_fill}")
     t = cfg.train

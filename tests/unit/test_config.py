@@ -49,6 +49,9 @@ def test_unknown_key_suggests_nearest():
         ({"loss": {"poi": -1.0}}, "loss.poi must be >= 0"),
         ({"loss": {"dice_smooth": -1.0}}, "loss.dice_smooth must be >= 0"),
         ({"model": {"note_layout": True, "text": {"encoder": "none"}}}, "needs a text encoder"),
+        ({"model": {"text": {"reader": "words"}}}, "model.text.reader must be one of raw, zones"),
+        ({"model": {"text": {"eof_fill": 9}}}, "read the padding away"),  # tiny reads zones
+        ({"data": {"domain_augment": 2.0}}, r"data.domain_augment must lie in \[0, 1\]"),
     ],
 )
 def test_validation_messages(override, message):

@@ -255,7 +255,7 @@ def test_train_init_and_reference_switches_on_a_reclmis_model(tmp_path):
     data = tmp_path / "data"
     write_synthetic(data, SyntheticConfig(n_train=4, n_val=2, n_test=2, size=48, seed=5), workers=1)
     sets = {"model": {"image_size": 32, "ci_order": "reference", "text_padding": "raw",
-                      "text": {"max_length": 18, "pad_to_max": True, "eof_fill": 9}},
+                      "text": {"max_length": 18, "pad_to_max": True, "eof_fill": 9, "reader": "raw"}},
             "data": {"preprocessing": "reference"}, "train": {"epochs": 1, "batch_size": 2, "deterministic": True}}
     Trainer(build_config("tiny", overrides=sets), data, tmp_path / "a").fit()
     ckpt = tmp_path / "a" / "best"
