@@ -137,6 +137,8 @@ class AppSession:
                  f"{result.threshold:.2f}"]
         if "lesion_count" in entry:
             lines.append(f"**Lesions (connected regions):** {entry['lesion_count']}")
+        if result.note_read is not None:
+            lines.append(f"**The model read the note as:** {result.note_read or '(nothing)'}")
         if result.is_volume:
             slice_px = int(result.mask[z].sum())
             volume = entry.get("lesion_volume_mm3")

@@ -86,6 +86,7 @@ def test_png_upload_gives_overlay_w_poi_areas_and_a_png_mask(client, tmp_path):
     overlay, heat, summary, mask, slider = _segment(client, [img], NOTE)
     assert Path(overlay).is_file() and Path(heat).is_file()
     assert "Lesion area:" in summary and "Lesions (connected regions):" in summary
+    assert "The model read the note as:** upper left and lower right lung" in summary  # tiny reads the zones
     assert Path(mask).name == "xray_mask.png" and Image.open(mask).size == (80, 60)  # the input's own size
     assert slider["visible"] is False
 
