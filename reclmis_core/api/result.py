@@ -32,7 +32,8 @@ class Result:
         files: what ``predict(..., out=DIR)`` wrote for this input, by kind (``mask``, ``seg``, ``overlay``, ...).
         entry: this input's entry of ``predictions.json`` (with ``out=``), else None.
         note_read: what the model read of the note when it reads only the zones a note names
-            (``model.text.reader=zones``: ``"upper left and lower right lung"``); None when it reads the note as written.
+            (``model.text.reader=zones``: ``"upper left and lower right lung"``); None when it reads notes as
+            written.
     """
 
     input: str

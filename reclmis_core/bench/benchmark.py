@@ -187,7 +187,8 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
     size = run_cfg.model.image_size
     uses_text = inf.seg.uses_text
     if cfg.text_len is None:  # the reference's 18 tokens, unless the model cuts its notes shorter
-        cfg = dataclasses.replace(cfg, text_len=min(REFERENCE_TEXT_LEN, inf.max_length) if uses_text else REFERENCE_TEXT_LEN)
+        length = min(REFERENCE_TEXT_LEN, inf.max_length) if uses_text else REFERENCE_TEXT_LEN
+        cfg = dataclasses.replace(cfg, text_len=length)
 
     # -- parameters --------------------------------------------------------------------------------
     p_total = count_params(model)

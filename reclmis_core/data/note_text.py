@@ -222,9 +222,10 @@ def parse_note(text: str) -> ParsedNote | None:
 
     The zone reader knows common radiology words for the levels (upper / apical / superior, middle / mid /
     central / perihilar, lower / basal / inferior / base / costophrenic, all / entire / whole, bibasal, lobe and
-    zone abbreviations such as RUL or LLZ) and sides (left, right, both, bilateral) and binds each run of levels to its side whether the side comes first (``right upper and mid
-    zones``), last (``upper left lung``, ``basal zones of both lungs``) or earlier in the sentence. It does not
-    read negation: ``no opacity in the left upper zone`` names that zone.
+    zone abbreviations such as RUL or LLZ) and sides (left, right, both, bilateral) and binds each run of levels
+    to its side whether the side comes first (``right upper and mid zones``), last (``upper left lung``, ``basal
+    zones of both lungs``) or earlier in the sentence. It does not read negation: ``no opacity in the left upper
+    zone`` names that zone.
 
     Returns ``None`` when the note names neither a zone nor "no infection". A side named without a level
     (``"left lung"``) is not a zone; ``Bilateral``/``Unilateral`` alone give no side.
