@@ -20,6 +20,7 @@ note as the zones it names in the ``plain`` wording, the text a model with ``mod
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -250,6 +251,7 @@ def parse_note(text: str) -> ParsedNote | None:
 NOTE_READERS = ("raw", "zones")
 
 
+@functools.lru_cache(maxsize=8192)  # the tokenizer reads every training note again each epoch: parse it once
 def read_note(text: str, reader: str = "zones") -> str:
     """The text a model reads for ``text``: as written (``raw``), or (``zones``) the zones the note names in one
     plain wording, whatever the note's grammar: ``"upper left and lower right lung"``; ``"left lung"`` for a side
