@@ -129,13 +129,14 @@ _COUNT_RE = re.compile(r"\b([a-z]+|\d+)\s+(?:infected\s+)?(?:areas?|lesions?|reg
 _EMPTY_RE = re.compile(r"\bno\s+(?:pulmonary\s+)?(?:infection|lesion|opacit)", re.IGNORECASE)
 
 # The lexicon of the zone reader: common radiology words for the sides and the three levels of a lung.
-_SIDE_WORDS = {"left": ("left",), "right": ("right",), "both": ("left", "right"), "bilateral": ("left", "right"),
-               "bilaterally": ("left", "right")}
+_SIDE_WORDS = {"left": ("left",), "right": ("right",), "lt": ("left",), "rt": ("right",), "both": ("left", "right"),
+               "bilateral": ("left", "right"), "bilaterally": ("left", "right")}
 _LEVEL_WORDS = {
-    **dict.fromkeys(("upper", "apical", "apex", "apices", "superior", "top"), ("upper",)),
+    **dict.fromkeys(("upper", "apical", "apex", "apices", "superior", "top", "cranial"), ("upper",)),
     **dict.fromkeys(("middle", "mid", "midzone", "midzones", "central", "midlung", "perihilar", "parahilar", "hilar"),
                     ("middle",)),
-    **dict.fromkeys(("lower", "basal", "base", "bases", "basilar", "inferior", "bottom", "costophrenic"), ("lower",)),
+    **dict.fromkeys(("lower", "basal", "base", "bases", "basilar", "inferior", "bottom", "costophrenic", "caudal"),
+                    ("lower",)),
     **dict.fromkeys(("all", "entire", "whole"), LEVELS),
 }
 _BOTH_LEVEL_WORDS = {"bibasal": "lower", "bibasilar": "lower", "biapical": "upper"}  # a level on both sides
@@ -148,6 +149,15 @@ _NOUNS = {"zone", "zones", "field", "fields", "lung", "lungs", "lobe", "lobes", 
           "segments", "aspect"}
 _POST_SKIP = _NOUNS | {"of", "the", "in"}  # "upper and mid zones of the right lung"
 _SENTENCE_END = {".", ";", "\n"}
+# Negation, NegEx-style: a cue before the zones ("no opacity in the right upper zone") reaches to the end of its clause;
+# a cue after them ("the right lung is clear") reaches back to the clause's start. Clauses end at a sentence end, a
+# contrast word, and (unless inside a run of levels: "upper, mid and lower zones") a comma; "and" also ends a clause
+# looking back ("opacity in the left lower zone and the right lung is clear").
+_NEGATION_BEFORE = {"no", "without", "sparing", "spares", "spare", "excluding", "not"}
+_NEGATION_AFTER = {"clear", "spared", "unaffected", "uninvolved", "normal", "unremarkable", "free"}
+_NOT_NEGATION = {"change", "changes", "interval", "significant", "increase", "decrease", "longer", "only"}  # "no change"
+_NEGATED_BY_NOT_AFTER = {"involved", "affected"}  # "the right lung is not involved"
+_CONTRAST_WORDS = {"but", "however", "whereas", "while", "although", "though", "except", "apart", "otherwise", "with"}
 _TOKEN_RE = re.compile(r"[a-z]+|\d+|\n|[^\sa-z\d]")
 
 
@@ -198,24 +208,79 @@ def _side_of_group(words: list[str], first: int, last: int) -> int | None:
     return None
 
 
-def _read_zones(text: str) -> tuple[set[int], set[str]]:
-    """The zones a note names, and the sides it names without a level (``opacity in the left lung``)."""
+def _negated(words: list[str], groups: list[tuple[int, int, set[str]]]) -> set[int]:
+    """Indices of the words a negation reaches (see ``_NEGATION_BEFORE``)."""
+    inside = {k for first, last, _ in groups for k in range(first, last + 1)}
+
+    def ends_clause(k: int, back: bool) -> bool:
+        w = words[k]
+        return (w in _SENTENCE_END or w in _CONTRAST_WORDS or (w == "," and k not in inside)
+                or (back and w == "and" and k not in inside))
+
+    out: set[int] = set()
+    for i, w in enumerate(words):
+        nxt = words[i + 1] if i + 1 < len(words) else ""
+        after = w in _NEGATION_AFTER or (w == "not" and nxt in _NEGATED_BY_NOT_AFTER)
+        if after:
+            k = i - 1
+            while k >= 0 and not ends_clause(k, back=True):
+                out.add(k)
+                k -= 1
+        elif w in _NEGATION_BEFORE and nxt not in _NOT_NEGATION:
+            k = i + 1
+            while k < len(words) and not ends_clause(k, back=False):
+                out.add(k)
+                k += 1
+    return out
+
+
+@dataclass(frozen=True)
+class _Reading:
+    zones: frozenset[int]  # the zones a note names (not negated)
+    bare: frozenset[str]  # sides named without a level, and without any zone of theirs
+    unplaced: tuple[str, ...]  # level words the reader could not give a side ("upper zone" alone)
+
+
+@functools.lru_cache(maxsize=8192)  # the tokenizer reads every training note again each epoch: parse it once
+def _reading(text: str) -> _Reading:
     words = _TOKEN_RE.findall(text.lower().replace("-", " "))
+    groups = _level_groups(words)
+    negated = _negated(words, groups)
     zones: set[int] = set()
     used: set[int] = set()  # indices of side words that a level group took
-    for first, last, levels in _level_groups(words):
+    unplaced: list[str] = []
+    for first, last, levels in groups:
         at = _side_of_group(words, first, last)
-        if at is None:
+        if at is not None:
+            used.add(at)
+        if first in negated:
             continue
-        used.add(at)
+        if at is None:
+            unplaced.append(" ".join(words[first:last + 1]))
+            continue
         zones |= {zone_code(s, lv) for s in _SIDE_WORDS[words[at]] for lv in levels}
-    for w in words:
+    for i, w in enumerate(words):
+        if i in negated:
+            continue
         if w in _BOTH_LEVEL_WORDS:
             zones |= {zone_code(s, _BOTH_LEVEL_WORDS[w]) for s in SIDES}
         elif w in _ABBREVIATIONS:
             zones.add(zone_code(*_ABBREVIATIONS[w]))
-    bare = {s for i, w in enumerate(words) if w in ("left", "right") and i not in used for s in _SIDE_WORDS[w]}
-    return zones, bare - {ZONE_CODES[c][0] for c in zones}
+    bare = {s for i, w in enumerate(words) if w in ("left", "right", "lt", "rt") and i not in used | negated
+            for s in _SIDE_WORDS[w]}
+    return _Reading(frozenset(zones), frozenset(bare - {ZONE_CODES[c][0] for c in zones}), tuple(unplaced))
+
+
+def _read_zones(text: str) -> tuple[set[int], set[str]]:
+    """The zones a note names, and the sides it names without a level (``opacity in the left lung``)."""
+    r = _reading(text)
+    return set(r.zones), set(r.bare)
+
+
+def unplaced_levels(text: str) -> list[str]:
+    """Level words of ``text`` the zone reader could not give a side, and so did not read (``["upper"]`` for
+    ``"opacity in the upper zone and left base"``)."""
+    return list(_reading(str(text)).unplaced)
 
 
 def parse_note(text: str) -> ParsedNote | None:
@@ -225,8 +290,9 @@ def parse_note(text: str) -> ParsedNote | None:
     central / perihilar, lower / basal / inferior / base / costophrenic, all / entire / whole, bibasal, lobe and
     zone abbreviations such as RUL or LLZ) and sides (left, right, both, bilateral) and binds each run of levels
     to its side whether the side comes first (``right upper and mid zones``), last (``upper left lung``, ``basal
-    zones of both lungs``) or earlier in the sentence. It does not read negation: ``no opacity in the left upper
-    zone`` names that zone.
+    zones of both lungs``) or earlier in the sentence. It reads negation within a clause: ``no opacity in the left upper
+    zone``, ``the right lung is clear`` and ``sparing the apices`` name none; ``no change in the left lower zone``
+    names it.
 
     Returns ``None`` when the note names neither a zone nor "no infection". A side named without a level
     (``"left lung"``) is not a zone; ``Bilateral``/``Unilateral`` alone give no side.

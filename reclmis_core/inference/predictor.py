@@ -304,14 +304,21 @@ class Predictor:
 
     def note_problem(self, note: str) -> str | None:
         """Why this model cannot take ``note`` (None when it can): a text-guided model needs a note, and a model
-        that reads only the zones a note names needs one it can read (unless it was trained to go without)."""
-        if not self.uses_text or self.note_optional:
+        that reads only the zones a note names needs one it can read (unless it was trained to go without) and in
+        which it can tell the side of every level named."""
+        if not self.uses_text:
+            return None
+        short = note if len(note) <= 60 else note[:57] + "..."
+        skipped = self.runtime.tokenizer.unplaced(note) if note and self.runtime.tokenizer is not None else []
+        if skipped:
+            return (f"the note {short!r} names {', '.join(repr(w) for w in skipped)} without a side this model's note "
+                    "reader can tell (model.text.reader=zones); write the side with it, e.g. 'left upper zone'")
+        if self.note_optional:
             return None
         if not note:
             return "no note for this input; the checkpoint is text-guided, give --note TEXT or a --notes CSV row " \
                    "(image,note) for it"
         if self.note_read(note) == "":
-            short = note if len(note) <= 60 else note[:57] + "..."
             return (f"the note {short!r} names no lung zone (upper/middle/lower, left/right), side or 'no infection' "
                     "that this model reads: it reads only the zones a note names (model.text.reader=zones)")
         return None

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 
-from reclmis_core.data.note_text import format_note, parse_note, read_note, zone_code
+from reclmis_core.data.note_text import format_note, parse_note, read_note, unplaced_levels, zone_code
 from reclmis_core.data.synthetic_b import make_note_b
 
 UL, ML, LL = zone_code("left", "upper"), zone_code("left", "middle"), zone_code("left", "lower")
@@ -37,6 +37,19 @@ CASES = [
     ("RUL consolidation, LLL atelectasis.", {UR, LL}),
     ("Right perihilar and left costophrenic opacities.", {MR, LL}),
     ("Patchy opacity in the upper area of the left lung.", {UL}),
+    ("Rt lower zone and Lt cranial zone", {LR, UL}),
+    ("Opacity in the caudal part of the right lung.", {LR}),
+    # Negation within a clause: before the zones, after them, and what is not a negation.
+    ("No opacity in the left upper zone. Consolidation in right lower zone.", {LR}),
+    ("Right upper and mid zones are clear, opacity in the left lower zone", {LL}),
+    ("Opacity in the left lower zone with the right lung clear", {LL}),
+    ("Bilateral lower zone opacities, sparing the apices.", {LL, LR}),
+    ("Right upper zone not involved; left mid zone consolidation", {ML}),
+    ("The right lung is normal and there is opacity in the left lower zone", {LL}),
+    ("no opacity in the right upper, mid or lower zones; left basal consolidation", {LL}),
+    ("No change in the left lower zone opacity.", {LL}),
+    ("Left lower zone opacity without cavitation.", {LL}),
+    ("no definite opacity except in the left lower zone", {LL}),
 ]
 
 
@@ -55,6 +68,13 @@ def test_what_the_model_reads() -> None:
     assert read_note("Some opacity.", "raw") == "Some opacity."
     with pytest.raises(ValueError, match="reader"):
         read_note("x", "bag-of-words")
+
+
+def test_a_level_without_a_side_is_reported_not_read() -> None:
+    note = "Opacity in the upper zone and the left base."
+    assert read_note(note) == "lower left lung" and unplaced_levels(note) == ["upper"]
+    assert unplaced_levels("No opacity in the upper zones. Left base consolidation.") == []  # negated: nothing lost
+    assert all(unplaced_levels(n) == [] for n, _ in CASES)
 
 
 def test_every_zone_set_reads_back_in_every_style() -> None:
@@ -92,6 +112,9 @@ def test_a_zone_reading_tokenizer_gives_one_encoding_per_zone_set(caplog: pytest
         b = tok(["Some opacity."], 32)
     assert b.attention_mask.sum().item() == 2  # [BOS] [EOS]: the model reads no note, and says so
     assert "found no lung zone" in caplog.text and tok.unread_count() == 1
+    with caplog.at_level(logging.WARNING):
+        tok(["Opacity in the upper zone and the left base."], 32)
+    assert "could not tell the side of 'upper'" in caplog.text and "reads 'lower left lung'" in caplog.text
     raw = _scratch_tower("raw").tokenizer
     c = raw(["Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.",
              "right basal zone and left apical zone: opacities."], 32)
@@ -159,4 +182,9 @@ def test_a_note_the_model_cannot_read_is_refused_not_guessed(tmp_path) -> None:
     res = CliRunner().invoke(app, ["predict", str(tmp_path / "x.png"), "--note", "Some opacity.", "-c", str(ckpt),
                                    "-o", str(tmp_path / "o")])
     assert res.exit_code == 2 and "names no lung zone" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o" / "x_mask.png").exists()
+    # A level whose side the reader cannot tell would be dropped from the mask: refused too, naming the word.
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "x.png"), "--note", "Opacity in the upper zone and the "
+                                   "left base.", "-c", str(ckpt), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "names 'upper' without a side" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o" / "x_mask.png").exists()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ...data.note_text import read_note
+from ...data.note_text import read_note, unplaced_levels
 
 if TYPE_CHECKING:
     from ...config_schema import TextConfig
@@ -69,6 +69,10 @@ class NoteTokenizer:
         """The text this tokenizer encodes for ``text`` (the note as written, or the zones it names)."""
         return read_note(text, self.reader)
 
+    def unplaced(self, text: str) -> list[str]:
+        """Level words of ``text`` this tokenizer's zone reader skipped, not knowing their side (none for ``raw``)."""
+        return unplaced_levels(text) if self.reader == "zones" else []
+
     def _encode_one(self, text: str) -> list[int]:
         """Full token ids of one note including special tokens, before truncation."""
         raise NotImplementedError
@@ -112,13 +116,22 @@ class NoteTokenizer:
         return len(seen), max(seen.values(), default=0)
 
     def _report_unread(self, texts: Sequence[str], read: Sequence[str]) -> None:
-        """Warn once per tokenizer when the zone reader finds nothing in a note (the model then reads no note)."""
+        """Warn once per tokenizer when the zone reader finds nothing in a note (the model then reads no note), and
+        once when it skips a level whose side it cannot tell (the model reads the rest)."""
         seen: set[str] = self.__dict__.setdefault("_unread_notes", set())
         new = {t for t, r in zip(texts, read) if not r and t.strip() and t not in seen}
         if new and not seen:
             log.warning("the note reader found no lung zone, side or 'no infection' in %r; the model reads it as no "
                         "note (model.text.reader=zones; warned once, later ones are counted)", next(iter(new)))
         seen.update(new)
+        partial: set[str] = self.__dict__.setdefault("_partly_read_notes", set())
+        new = {t for t in texts if t not in partial and self.unplaced(t)}
+        if new and not partial:
+            note = next(iter(new))
+            log.warning("the note reader could not tell the side of %s in %r and skipped it; the model reads %r "
+                        "(model.text.reader=zones; warned once)", ", ".join(repr(w) for w in self.unplaced(note)),
+                        note, self.read(note))
+        partial.update(new)
 
     def unread_count(self) -> int:
         """Distinct notes so far in which the zone reader found nothing."""
