@@ -21,8 +21,10 @@ from ..config_schema import DataConfig
 from ..errors import ConfigError
 from .note_text import ZONE_CODES, format_note
 
-_LR_RE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-_SWAP = {"left": "right", "right": "left"}
+# The side words of the zone reader (note_text): left/right, Lt/Rt and the side letter of lobe/zone abbreviations
+# (RUL <-> LUL, LLZ <-> RLZ).
+_LR_RE = re.compile(r"\b(?:(?:left|right|lt|rt)\b|[rl](?=[uml][lz]\b))", re.IGNORECASE)
+_SWAP = {"left": "right", "right": "left", "lt": "rt", "rt": "lt", "l": "r", "r": "l"}
 #: Zone codes of the synthetic lesion label maps swap right <-> left on a flip (1..3 <-> 4..6).
 FLIP_ZONE = np.array([0, 4, 5, 6, 1, 2, 3] + list(range(7, 256)), dtype=np.uint8)
 MAX_ROTATION_DEG = 30.0
@@ -37,7 +39,8 @@ def _match_case(word: str, template: str) -> str:
 
 
 def flip_note_laterality(note: str) -> str:
-    """Swap the words "left" and "right" (whole words, case kept): what a left-right image flip implies.
+    """Swap the words "left" and "right", "Lt" and "Rt" and the side of abbreviations such as RUL (whole words, case
+    kept): what a left-right image flip implies.
 
     "bilateral"/"unilateral" and words that merely contain "left"/"right" are untouched.
 

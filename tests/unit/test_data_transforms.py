@@ -32,11 +32,20 @@ ZONE_RE = re.compile(r"(upper|middle|lower) (left|right) lung")
         ("Unilateral pulmonary infection, one infected area, middle right lung.",
          "Unilateral pulmonary infection, one infected area, middle left lung."),
         ("leftover rightward bilateral", "leftover rightward bilateral"),
+        ("RUL consolidation, lll atelectasis; Lt base, RT apex.", "LUL consolidation, rll atelectasis; Rt base, LT apex."),
+        ("all real rules", "all real rules"),
     ],
 )
 def test_flip_note_laterality(note: str, flipped: str) -> None:
     assert flip_note_laterality(note) == flipped
     assert flip_note_laterality(flipped) == note
+
+
+def test_a_flipped_note_reads_as_the_mirrored_zones() -> None:
+    from reclmis_core.data.note_text import parse_note
+
+    for note in ("RUL consolidation, LLZ opacity.", "Lt lower zone and Rt cranial zone", "right apical zone"):
+        assert parse_note(flip_note_laterality(note)).zones == {int(FLIP_ZONE[c]) for c in parse_note(note).zones}
 
 
 def test_flip_moves_image_mask_labels_and_note_together() -> None:
