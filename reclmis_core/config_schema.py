@@ -111,6 +111,7 @@ class DataConfig:
     rotate_deg: float = 20.0  # (float) max absolute rotation in degrees (never multiples of 90)
     counterfactual: float = 0.0  # (float) share of training samples whose note and mask are redrawn from the lesion label map (a random subset of its lesions, named in the plain style); needs a lesion_labels column
     domain_augment: float = 0.0  # (float) share of training samples that also get nnU-Net-style intensity and resolution changes (gamma 0.7-1.5, contrast 0.65-1.5, simulated low resolution 0.5-1x, Gaussian noise up to 12 grey levels; each with probability 1/2), for images from other scanners
+    lesion_contrast: float = 0.0  # (float) share of training samples whose lesions are made fainter or denser (their difference from the tissue around them scaled by 0.35-1.25; the lesions of the lesion label map when there is one, else the mask), for lesions of other appearance
     note_augment: float = 0.0  # (float) share of training samples whose note is reworded (level synonyms, digits/words, side-first order, filler-word dropout; see data/note_augment.py)
     mean: float = 0.0  # (float) intensity normalisation: (x/255 - mean) / std
     std: float = 1.0  # (float) see mean

@@ -85,7 +85,7 @@ def validate_config(cfg: RunConfig) -> None:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
     if not 0.0 <= m.interest_dropout < 1.0:
         raise ConfigError(f"model.interest_dropout must lie in [0, 1), got {m.interest_dropout}")
-    for name in ("counterfactual", "note_augment", "domain_augment"):
+    for name in ("counterfactual", "note_augment", "domain_augment", "lesion_contrast"):
         share = getattr(cfg.data, name)
         if not 0.0 <= share <= 1.0:
             raise ConfigError(f"data.{name} must lie in [0, 1], got {share}")

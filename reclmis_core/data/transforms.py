@@ -147,6 +147,30 @@ def low_resolution(image: np.ndarray, zoom: float) -> np.ndarray:
     return np.asarray(small.resize((w, h), Image.BILINEAR))
 
 
+def lesion_contrast(image: np.ndarray, region: np.ndarray, factor: float) -> np.ndarray:
+    """Scale the difference between the lesions in ``region`` and the tissue around them by ``factor``: a fainter
+    (< 1) or denser (> 1) lesion of the same shape. The tissue under a lesion is the image outside the (dilated)
+    region, spread in by normalised convolution; the change fades out over two pixels beyond the region, where a
+    lesion's rim lies."""
+    from scipy import ndimage
+
+    inside = region > 0
+    if not inside.any():
+        return image
+    x = image.astype(np.float32)
+    grown = ndimage.binary_dilation(inside, iterations=2)
+    outside = (~grown).astype(np.float32)
+    spread = 0.08 * max(image.shape[:2])
+    weight = np.maximum(ndimage.gaussian_filter(outside, spread), 1e-3)
+    soft = np.clip(ndimage.gaussian_filter(grown.astype(np.float32), 1.0) * 1.5, 0.0, 1.0)
+    if x.ndim == 3:
+        bg = np.stack([ndimage.gaussian_filter(x[..., c] * outside, spread) / weight for c in range(x.shape[2])], -1)
+        soft = soft[..., None]
+    else:
+        bg = ndimage.gaussian_filter(x * outside, spread) / weight
+    return np.clip(x + (factor - 1.0) * soft * (x - bg) + 0.5, 0, 255).astype(np.uint8)
+
+
 def is_colour(image: np.ndarray) -> bool:
     return image.ndim == 3 and image.shape[2] == 3 and not (
         np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
@@ -179,6 +203,7 @@ class TrainAugment:
     noise_sigma = (0.0, 12.0)  # grey levels
     zoom_range = (0.5, 1.0)
     wide_contrast = (0.65, 1.5)
+    lesion_factor = (0.35, 1.25)  # data.lesion_contrast
 
     def __init__(self, cfg: DataConfig) -> None:
         if abs(cfg.rotate_deg) > MAX_ROTATION_DEG:
@@ -211,6 +236,10 @@ class TrainAugment:
             image = contrast(image, factor, shift)
         if u[4] < self.p_colour and is_colour(image):
             image = saturation_hue(image, sat, hue)
+        if cfg.lesion_contrast > 0 and rng.random() < cfg.lesion_contrast:
+            labels = sample.lesion_labels
+            region = labels if labels is not None and labels.any() else sample.mask
+            image = lesion_contrast(image, region, float(rng.uniform(*self.lesion_factor)))
         if cfg.domain_augment > 0 and rng.random() < cfg.domain_augment:
             image = self._domain(image, rng)
         return Sample(image, sample.mask, sample.note, sample.lesion_labels)

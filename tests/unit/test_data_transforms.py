@@ -137,3 +137,24 @@ def test_domain_augment_maths_and_that_it_leaves_mask_and_note() -> None:
         assert np.array_equal(a.mask, b.mask) and a.note == b.note
         changed += not np.array_equal(a.image, b.image)
     assert changed >= 6  # each of the four changes has probability 1/2: all four skipped 1 time in 16
+
+
+def test_lesion_contrast_scales_a_lesion_against_its_surroundings() -> None:
+    from reclmis_core.data.transforms import TrainAugment, lesion_contrast
+
+    img = np.full((64, 64), 80, np.uint8)
+    region = np.zeros((64, 64), np.uint8)
+    region[24:40, 24:40] = 1
+    img[region > 0] = 120  # a lesion 40 grey levels above flat tissue
+    faint = lesion_contrast(img, region, 0.5).astype(int)
+    assert faint[32, 32] == 100 and faint[4, 4] == 80  # half as bright inside; the tissue far away untouched
+    assert lesion_contrast(img, region, 2.0)[32, 32] == 160
+    assert np.array_equal(lesion_contrast(img, region, 1.0), img)
+    assert np.array_equal(lesion_contrast(img, np.zeros_like(region), 0.5), img)  # no lesion: nothing to do
+    rgb = np.repeat(img[..., None], 3, axis=2)
+    assert lesion_contrast(rgb, region, 0.5)[32, 32].tolist() == [100, 100, 100]
+    # In training it changes only the image, and only for the share of samples data.lesion_contrast picks.
+    sample = Sample(img, region, "upper left lung", region * 3)
+    aug = TrainAugment(DataConfig(augment=True, hflip=False, rotate_deg=0.0, lesion_contrast=1.0))
+    out = aug(sample, np.random.default_rng(0))
+    assert np.array_equal(out.mask, region) and out.note == sample.note and out.image[32, 32] != img[32, 32]
