@@ -145,6 +145,7 @@ class TrainConfig:
 class InferConfig:
     threshold: float = 0.5  # (float) probability above which a pixel is foreground
     batch_size: int = 8  # (int) images per forward pass in predict/eval
+    mirror: bool = False  # (bool) test-time mirroring (nnU-Net's): also segment the left-right mirrored image with the note's sides swapped and average the two probabilities; twice the model time
 
 
 @dataclass

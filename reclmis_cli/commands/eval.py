@@ -45,6 +45,8 @@ def eval_(
     threshold: float = typer.Option(None, "--threshold", help="Foreground probability threshold (default: the "
                                     "checkpoint's infer.threshold)."),
     batch_size: int = typer.Option(None, "--batch-size", help="Images per forward pass."),
+    mirror: bool | None = typer.Option(None, "--mirror/--no-mirror", help="Test-time mirroring (default: the "
+                                       "checkpoint's infer.mirror)."),
     compare: bool = typer.Option(True, "--compare/--no-compare",
                                  help="With --text shuffle|empty, also score the notes as-is and report the drop."),
     device: str = device_option(),
@@ -69,7 +71,7 @@ def eval_(
         check_data_dir(data)
     resolve_device(device)  # a device that is not there: exit 2 before loading anything
     run = run_eval(checkpoint, data, split, text, dataset=dataset, seed=seed, threshold=threshold,
-                   batch_size=batch_size, compare=compare, device=device, threads=threads)
+                   batch_size=batch_size, compare=compare, device=device, threads=threads, mirror=mirror)
     result, baseline, doc = run.result, run.baseline, run.to_dict()
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(doc, indent=2) + "\n")

@@ -41,6 +41,9 @@ def predict(
     seg_description: str | None = typer.Option(None, "--seg-description",
                                                help="DICOM SEG SeriesDescription (default: a fixed text; the "
                                                "note is never written into DICOM headers)."),
+    mirror: bool | None = typer.Option(None, "--mirror/--no-mirror", help="Test-time mirroring: also segment the "
+                                       "left-right mirrored image with the note's sides swapped and average (twice "
+                                       "the model time; default: the checkpoint's infer.mirror)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (mask over the image)."),
     save_prob: bool = typer.Option(False, "--save-prob", help="Also write the probability map (_prob.png / .npy)."),
     explain: bool = typer.Option(False, "--explain", help="Write W_poi heat map + W_woi word weights (Fig. 13)."),
@@ -136,7 +139,7 @@ def predict(
 
     checkpoint = checkpoint_or_latest(checkpoint)
     predictor = Predictor.open(checkpoint, device=device, backend=backend, explain=explain, precision=precision,
-                               threads=threads or None, **kwargs)
+                               threads=threads or None, mirror=mirror, **kwargs)
     apply_threads(threads, predictor.runtime.model_cfg)
     if predictor.uses_text and note is None and table is None and not predictor.note_optional:
         fail("this checkpoint is text-guided: give --note TEXT (one note for all) or --notes CSV (image,note)")

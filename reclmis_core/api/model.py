@@ -79,7 +79,8 @@ def _resolve_source(path_or_hub_id: str | Path, revision: str | None) -> Path:
 
 def load(path_or_hub_id: str | Path, *, device: str = "auto", explain: bool = False, precision: str = "fp32",
          threads: int = 0, batch_size: int | None = None, window: str | None = None, workers: int = 2,
-         allow_uneven_slices: bool = False, note_cache: bool = True, revision: str | None = None) -> Model:
+         allow_uneven_slices: bool = False, note_cache: bool = True, revision: str | None = None,
+         mirror: bool | None = None) -> Model:
     """Load a model once; predict with it many times.
 
     Args:
@@ -95,6 +96,8 @@ def load(path_or_hub_id: str | Path, *, device: str = "auto", explain: bool = Fa
         allow_uneven_slices: accept a DICOM series with a gap or uneven spacing (approximate affine).
         note_cache: encode each distinct note once.
         revision: hub revision (branch, tag or commit) for a hub id.
+        mirror: test-time mirroring (the left-right mirrored image, its note's sides swapped, averaged in); default:
+            the model's ``infer.mirror``.
     """
     from ..choices import PRECISIONS
     from ..device import apply_threads, parse_device
@@ -110,7 +113,7 @@ def load(path_or_hub_id: str | Path, *, device: str = "auto", explain: bool = Fa
     parse_device(device)
     folder = _resolve_source(path_or_hub_id, revision)
     kwargs: dict[str, Any] = {"note_cache": note_cache, "window": window, "workers": workers,
-                              "allow_uneven_slices": allow_uneven_slices}
+                              "allow_uneven_slices": allow_uneven_slices, "mirror": mirror}
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
     if (folder / SIDECAR).is_file():
@@ -341,7 +344,8 @@ class Model:
         if data is not None and not named:
             check_data_dir(data, flag="data=")
         run = run_eval(ckpt, None if named else data, split, text, dataset=str(data) if named else None, seed=seed,
-                       threshold=threshold, batch_size=batch_size, compare=False, device=device)
+                       threshold=threshold, batch_size=batch_size, compare=False, device=device,
+                       mirror=self.predictor.runtime.mirror)
         return run.result
 
     @_configurable("export")

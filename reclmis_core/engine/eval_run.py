@@ -85,14 +85,16 @@ def _data_for(rt: Runtime, checkpoint: Path, data: str | Path | None, dataset: s
 def run_eval(checkpoint: str | Path | None, data: str | Path | None = None, split: str = "test",
              text_mode: str = "as-is", *, dataset: str | None = None, seed: int = 0,
              threshold: float | None = None, batch_size: int | None = None, compare: bool = True,
-             device: str = "auto", threads: int | None = None, progress: EvalProgressFn | None = None) -> EvalRun:
+             device: str = "auto", threads: int | None = None, progress: EvalProgressFn | None = None,
+             mirror: bool | None = None) -> EvalRun:
     """Score a checkpoint or export folder (the newest ``runs/*/best`` when None) on ``split`` of ``data`` (a
     DATA_DIR), of the registered ``dataset``, or of the checkpoint's own ``data.root``; with ``text_mode``
     shuffle or empty and ``compare``, also as-is, for the drop. ``threads``: torch's intra-op threads (default:
-    :func:`reclmis_core.device.apply_threads`'s for the model's size)."""
+    :func:`reclmis_core.device.apply_threads`'s for the model's size); ``mirror``: test-time mirroring on or off
+    (default: the checkpoint's ``infer.mirror``)."""
     check_eval_options(split, text_mode, threshold)
     checkpoint = checkpoint_or_latest(checkpoint)
-    rt = open_runtime(checkpoint, device=device)  # the checkpoint's (or export's) model and preprocessor
+    rt = open_runtime(checkpoint, device=device, mirror=mirror)  # the checkpoint's (or export's) model, preprocessor
     apply_threads(threads, rt.model_cfg)
     folder = _data_for(rt, Path(checkpoint), data, dataset)
     kw = dict(checkpoint=str(checkpoint), seed=seed, batch_size=batch_size, threshold=threshold, progress=progress)

@@ -52,6 +52,7 @@ class EvalResult:
     text: str  # as-is | shuffle | empty
     threshold: float = 0.5
     uses_text: bool = True  # False for an image-only checkpoint (text mode then has no effect)
+    mirror: bool = False  # test-time mirroring was on (infer.mirror / --mirror)
     # Leakage (only when the manifest has lesion_labels): share of lesions the note does not name that are
     # predicted anyway, on a named lung at an unnamed level, and on the other lung (see metrics/leakage.py).
     leak_named_side_unnamed_level: float | None = None
@@ -195,7 +196,7 @@ def evaluate(
                   progress)
     res = scores.result()
     result = EvalResult(res.dice, res.miou, res.dice_global, res.iou_global, res.n_images, split, checkpoint,
-                        text_mode, thr, uses_text)
+                        text_mode, thr, uses_text, rt.mirror)
     _add_pairs_and_leakage(result, ds, rows, leakage, pairs)
     log.info("%s split (%d images, text %s): Dice %.4f, mIoU %.4f", split, res.n_images, text_mode, res.dice,
              res.miou)
@@ -212,8 +213,7 @@ def _score(rt: Runtime, loader: Any, fed: dict[str, str], original: dict[str, st
     total = len(loader.dataset)
     for batch in loader:
         notes = [fed[i] for i in batch["id"]]
-        feats, mask = rt.encode(notes) if rt.uses_text else (None, None)
-        logits = rt.segment(batch["image"], feats, mask)
+        logits = rt.forward(batch["image"], notes)[0]
         pred = (torch.sigmoid(logits.float()) > thr).squeeze(1).cpu().numpy()
         target = (batch["mask"] > 0.5).squeeze(1).numpy()
         dice, iou = scores.update(pred, target)

@@ -125,13 +125,15 @@ class Predictor:
 
     @classmethod
     def open(cls, path: str | Path, device: str = "cpu", *, backend: str | None = None, precision: str = "fp32",
-             explain: bool = False, threads: int | None = None, **kwargs: Any) -> Predictor:
+             explain: bool = False, threads: int | None = None, mirror: bool | None = None,
+             **kwargs: Any) -> Predictor:
         """Any artefact folder through :func:`~reclmis_core.runtime.open_runtime`: a checkpoint or safetensors
         export (torch; ``precision`` fp32 | bf16 | fp16), an ONNX export (fp32 or int8, as written) or a
-        torch.export export. ``backend`` (torch | onnx | torch-export) makes a folder of another kind an error."""
+        torch.export export. ``backend`` (torch | onnx | torch-export) makes a folder of another kind an error;
+        ``mirror`` turns test-time mirroring on or off (default: the artefact's ``infer.mirror``)."""
         from ..runtime.open import open_runtime
 
-        rt = open_runtime(path, device, precision, threads, explain, backend=backend)
+        rt = open_runtime(path, device, precision, threads, explain, backend=backend, mirror=mirror)
         if rt.cfg is not None:
             kwargs.setdefault("batch_size", rt.cfg.infer.batch_size)
         return cls(rt, source=str(path), **kwargs)
@@ -287,11 +289,7 @@ class Predictor:
              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         t0 = time.perf_counter()
         x = self._batch_tensor(pixels)
-        feats, mask = self._text_for(notes)
-        if self.explain:
-            logits, w_poi, w_woi = self.runtime.segment_explain(x, feats, mask)
-        else:
-            logits, w_poi, w_woi = self.runtime.segment(x, feats, mask), None, None
+        logits, w_poi, w_woi, mask = self.runtime.forward(x, notes, self._text_for)
         probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
         self.stats.images += len(pixels)
         self.stats.model_seconds += time.perf_counter() - t0

@@ -127,6 +127,7 @@ def run_predict(
         "precision": predictor.runtime.precision,
         "workers": predictor.workers,
         "threshold": opts.threshold,
+        "mirror": predictor.runtime.mirror,
         "format": opts.format,
         "window": predictor.window,
         "n_inputs": len(entries) + len(failed),

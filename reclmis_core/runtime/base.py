@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,6 +24,8 @@ class Runtime:
         model_cfg: the model config (sizes the thread default) or None (an export carries none).
         cfg: the checkpoint's run config, or None (an export carries none).
         explain: :meth:`segment` also returns W_poi / W_woi.
+        mirror: :meth:`forward` averages with the left-right mirrored pass (the checkpoint's or export's
+            ``infer.mirror``; ``open_runtime(mirror=...)`` overrides it).
     """
 
     name = "runtime"
@@ -37,6 +40,7 @@ class Runtime:
     model_cfg: Any = None
     cfg: Any = None  # the checkpoint's RunConfig (TorchRuntime); None for an export, which carries none
     explain = False
+    mirror = False  # infer.mirror: segment() results are averaged with the mirrored pass by :meth:`forward`
     precision = "fp32"  # fp32 | bf16 | fp16 (torch autocast) | int8 (an int8 ONNX export)
 
     def tokenize(self, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,3 +65,28 @@ class Runtime:
                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(logits, W_poi, W_woi); only runtimes built with ``explain=True`` have the interest weights."""
         return self.segment(images, feats, mask), None, None
+
+    def forward(self, images: torch.Tensor, notes: list[str],
+                encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """What eval and predict run: preprocessed images and their notes -> (logits, W_poi, W_woi, note mask).
+
+        ``encode`` (default :meth:`encode`) turns notes into features (predict passes its note cache). With
+        :attr:`mirror`, the image mirrored left-right is segmented with the note's sides swapped (``left`` <->
+        ``right``, ``Lt`` <-> ``Rt``, ``RUL`` <-> ``LUL``), mirrored back, and the two probabilities averaged
+        (returned as logits); W_poi / W_woi are the unmirrored pass's.
+        """
+        encode = encode or self.encode
+        feats, mask = encode(notes) if self.uses_text else (None, None)
+        if self.explain:
+            logits, w_poi, w_woi = self.segment_explain(images, feats, mask)
+        else:
+            logits, w_poi, w_woi = self.segment(images, feats, mask), None, None
+        if self.mirror:
+            from ..data.transforms import flip_note_laterality
+
+            m_feats, m_mask = encode([flip_note_laterality(n) for n in notes]) if self.uses_text else (None, None)
+            mirrored = self.segment(torch.flip(images, [-1]), m_feats, m_mask).flip(-1)
+            prob = (torch.sigmoid(logits.float()) + torch.sigmoid(mirrored.float())) / 2
+            logits = torch.logit(prob, eps=1e-7)
+        return logits, w_poi, w_woi, mask

@@ -48,6 +48,7 @@ class TorchExportRuntime(Runtime):
         self.max_length = 0 if self.notes is None else self.notes.max_length
         self.preprocessor = Preprocessor.from_dict(self.sidecar["preprocessing"])
         self.threshold = float(self.sidecar["postprocessing"]["threshold"])
+        self.mirror = bool(self.sidecar["postprocessing"].get("mirror", False))
         self.note_optional = bool(self.sidecar.get("note_optional", False))
         self.description = f"torch.export programs on {self.device}"
 

@@ -42,6 +42,7 @@ class OnnxRuntime(Runtime):
         self.device = torch.device("cpu")
         self.preprocessor = self.seg.preprocessor
         self.threshold = float(self.seg.threshold)
+        self.mirror = self.seg.mirror
         self.uses_text = bool(self.seg.uses_text)
         self.note_optional = bool(self.seg.sidecar.get("note_optional", False))
         self.tokenizer = self.seg.tokenizer

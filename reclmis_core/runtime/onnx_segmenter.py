@@ -102,6 +102,7 @@ class OnnxSegmenter:
         self.mean = self.preprocessor.mean
         self.std = self.preprocessor.std
         self.threshold = float(self.sidecar["postprocessing"]["threshold"])
+        self.mirror = bool(self.sidecar["postprocessing"].get("mirror", False))
 
     # -- preprocessing -------------------------------------------------------------------------------
 
@@ -181,11 +182,14 @@ class OnnxSegmenter:
     def predict_proba(self, images: np.ndarray, notes: Sequence[str] | str | None = None) -> np.ndarray:
         """Preprocessed images + one note per image (or one note for all) -> probabilities (B, 1, S, S).
 
-        Each distinct note is encoded once; images sharing a note are segmented with the same features.
+        Each distinct note is encoded once; images sharing a note are segmented with the same features. With the
+        sidecar's ``postprocessing.mirror`` (:attr:`mirror`), each probability is the mean of the image's and of its
+        left-right mirror's, segmented with the note's sides swapped, as ``reclmis predict`` does.
         """
         x = np.ascontiguousarray(images, dtype=np.float32)
         if not self.uses_text:
-            return _sigmoid(self.segment(x))
+            probs = _sigmoid(self.segment(x))
+            return (probs + _sigmoid(self.segment(_mirrored(x)))[..., ::-1]) / 2 if self.mirror else probs
         if notes is None:
             raise ValueError("this export is text-guided: pass a note")
         notes = [notes] * x.shape[0] if isinstance(notes, str) else list(notes)
@@ -199,7 +203,16 @@ class OnnxSegmenter:
             idx = [i for i, n in enumerate(notes) if n == note]
             feats, mask = self.encode_text([note])
             out[idx] = _sigmoid(self.segment(x[idx], feats, mask))
+            if self.mirror:
+                from ..data.transforms import flip_note_laterality
+
+                feats, mask = self.encode_text([flip_note_laterality(note)])
+                out[idx] = (out[idx] + _sigmoid(self.segment(_mirrored(x[idx]), feats, mask))[..., ::-1]) / 2
         return out
+
+
+def _mirrored(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x[..., ::-1])
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -61,6 +61,7 @@ class TorchRuntime(Runtime):
         self.infer = model.for_inference()
         self.preprocessor = preprocessor or Preprocessor.from_config(cfg)
         self.threshold = float(cfg.infer.threshold)
+        self.mirror = bool(cfg.infer.mirror)
         self.uses_text = bool(model.seg.uses_text)
         self.note_optional = self.uses_text and cfg.train.note_dropout > 0
         self.model_cfg = cfg.model

@@ -44,7 +44,9 @@ def _dicom_anisotropic(path: Path) -> tuple[int, int]:
 
 def _cfg(in_channels: int = 3, reference: bool = False):
     data = {"preprocessing": "reference", "mean": 0.0, "std": 1.0} if reference else {}
-    return build_config("tiny", overrides={"model": {"image_size": SIZE, "in_channels": in_channels}, "data": data})
+    # one pass per image (infer.mirror would segment the mirrored image too): the pixels each path feeds
+    return build_config("tiny", overrides={"model": {"image_size": SIZE, "in_channels": in_channels}, "data": data,
+                                           "infer": {"mirror": False}})
 
 
 def _checkpoint(tmp_path: Path, cfg, preprocessing: dict) -> Path:

@@ -233,3 +233,45 @@ def test_int8_agreement_images_are_held_out_from_calibration(tiny, tmp_path):
     assert not any(np.array_equal(c, h) for c in calib.images for h in held.images)
     everything = holdout_set(cfg, data, 6)  # all 6 train images calibrate: only val/test remain
     assert everything.images.shape[0] == 4 and "not used" not in everything.source
+
+
+def test_mirroring_averages_the_mirrored_pass_and_makes_the_model_mirror_equivariant(tiny):
+    from reclmis_core.data.transforms import flip_note_laterality
+
+    model, cfg, _ = tiny
+    rt = TorchRuntime(model, cfg, "cpu")
+    assert rt.mirror  # tiny's preset turns it on
+    rt.mirror = False
+    images = sample_images(cfg, 3, seed=1)
+    notes = ["upper left lung", "lower right lung", "RUL and left base"]
+    plain = torch.sigmoid(rt.forward(images, notes)[0])
+    assert torch.equal(plain, torch.sigmoid(rt.segment(images, *rt.encode(notes))))
+    rt.mirror = True
+    flipped = [flip_note_laterality(n) for n in notes]
+    assert flipped == ["upper right lung", "lower left lung", "LUL and right base"]
+    other = torch.sigmoid(rt.segment(images.flip(-1), *rt.encode(flipped))).flip(-1)
+    both = torch.sigmoid(rt.forward(images, notes)[0])
+    torch.testing.assert_close(both, (plain + other) / 2, atol=1e-5, rtol=0)
+    assert (both - plain).abs().max() > 1e-4  # the mirrored pass changed something: the test can fail
+    # A mirrored image with its mirrored note gives the mirrored mask, exactly what a radiologist expects.
+    torch.testing.assert_close(torch.sigmoid(rt.forward(images.flip(-1), flipped)[0]).flip(-1), both, atol=1e-5,
+                               rtol=0)
+
+
+def test_mirroring_travels_with_an_onnx_export(tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import dataclasses
+
+    from reclmis_core.runtime.onnx_segmenter import OnnxSegmenter
+
+    model, cfg, _ = tiny
+    cfg = dataclasses.replace(cfg, infer=dataclasses.replace(cfg.infer, mirror=True))
+    folder = save_checkpoint(model, cfg, tmp_path / "best")
+    export_model(folder, "onnx", tmp_path / "onnx")
+    torch_rt, onnx_rt = open_runtime(folder, "cpu"), open_runtime(tmp_path / "onnx", "cpu")
+    assert torch_rt.mirror and onnx_rt.mirror and not open_runtime(folder, "cpu", mirror=False).mirror
+    images, notes = sample_images(cfg, 2, seed=3), ["upper left lung", "lower right lung"]
+    want = torch.sigmoid(torch_rt.forward(images, notes)[0])
+    torch.testing.assert_close(torch.sigmoid(onnx_rt.forward(images, notes)[0]), want, atol=1e-4, rtol=0)
+    seg = OnnxSegmenter(tmp_path / "onnx")
+    np.testing.assert_allclose(seg.predict_proba(images.numpy(), notes), want.numpy(), atol=1e-4)
