@@ -57,7 +57,8 @@ def test_predict_folder_writes_every_output(ckpt, images, tmp_path):
     assert Image.open(out / "gray_mask.png").size == (70, 50)
     assert Image.open(out / "rgb_mask.png").size == (30, 40)
     doc = json.loads((out / "predictions.json").read_text())
-    assert doc["n_ok"] == 2 and doc["n_failed"] == 0 and doc["text_encodes"] == 1
+    # one note, encoded once, and once mirrored (tiny's infer.mirror), whatever the number of batches
+    assert doc["n_ok"] == 2 and doc["n_failed"] == 0 and doc["text_encodes"] == 2 and doc["mirror"]
     assert all(e["note"] == NOTE and e["threshold"] == 0.5 and "word_weights" in e for e in doc["inputs"])
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
@@ -162,4 +163,4 @@ def test_onnx_backend_matches_torch(ckpt, images, tmp_path):
         b = np.asarray(Image.open(tmp_path / "o" / name)).astype(int)
         assert np.abs(a - b).max() <= 1
     doc = json.loads((tmp_path / "o" / "predictions.json").read_text())
-    assert doc["backend"] == "onnx" and doc["text_encodes"] == 1
+    assert doc["backend"] == "onnx" and doc["text_encodes"] == 2 and doc["mirror"]  # the note and its mirror
