@@ -53,8 +53,8 @@ def _note_effect(preset: str, order: str) -> tuple[float, float]:
 
 
 # Measured (relative logit change when only the note changes / V' spread over patches), paper order vs the
-# reference order, which is note-blind at initialisation: tiny 3.6e-4 / 6.5e-3 vs 8.0e-7 / 2.1e-7; guided-tiny
-# 2.0e-4 / 6.0e-3 vs 3.2e-7 / 2.2e-7; paper 1.0e-2 / 1.8e-3 vs 1.3e-6 / 8.6e-8; guided 2.6e-3 / 2.4e-3 vs
+# reference order, which is note-blind at initialisation: tiny 3.9e-3 / 8.4e-3 vs 7.9e-7 / 1.3e-7; guided-tiny
+# 2.6e-4 / 6.6e-3 vs 1.3e-7 / 1.5e-7 (both reading zones, model.text.reader); paper 1.0e-2 / 1.8e-3 vs 1.3e-6 / 8.6e-8; guided 2.6e-3 / 2.4e-3 vs
 # 5.1e-7 / 1.1e-7. The bounds sit 4x or more below the paper order and 60x or more above the reference order.
 LISTENS = {"change": 5e-5, "spread": 4e-4}
 
