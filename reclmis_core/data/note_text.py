@@ -271,12 +271,6 @@ def _reading(text: str) -> _Reading:
     return _Reading(frozenset(zones), frozenset(bare - {ZONE_CODES[c][0] for c in zones}), tuple(unplaced))
 
 
-def _read_zones(text: str) -> tuple[set[int], set[str]]:
-    """The zones a note names, and the sides it names without a level (``opacity in the left lung``)."""
-    r = _reading(text)
-    return set(r.zones), set(r.bare)
-
-
 def unplaced_levels(text: str) -> list[str]:
     """Level words of ``text`` the zone reader could not give a side, and so did not read (``["upper"]`` for
     ``"opacity in the upper zone and left base"``)."""
@@ -298,7 +292,7 @@ def parse_note(text: str) -> ParsedNote | None:
     (``"left lung"``) is not a zone; ``Bilateral``/``Unilateral`` alone give no side.
     """
     text = str(text)
-    zones, _ = _read_zones(text)
+    zones = set(_reading(text).zones)
     if not zones:
         return ParsedNote(set(), set(), 0, True) if _EMPTY_RE.search(text) else None
     count = None
@@ -317,7 +311,6 @@ def parse_note(text: str) -> ParsedNote | None:
 NOTE_READERS = ("raw", "zones")
 
 
-@functools.lru_cache(maxsize=8192)  # the tokenizer reads every training note again each epoch: parse it once
 def read_note(text: str, reader: str = "zones") -> str:
     """The text a model reads for ``text``: as written (``raw``), or (``zones``) the zones the note names in one
     plain wording, whatever the note's grammar: ``"upper left and lower right lung"``; ``"left lung"`` for a side
@@ -331,7 +324,8 @@ def read_note(text: str, reader: str = "zones") -> str:
         return text
     if reader != "zones":
         raise ValueError(f"unknown note reader {reader!r}; choose one of {', '.join(NOTE_READERS)}")
-    zones, bare = _read_zones(str(text))
+    reading = _reading(str(text))  # cached: the tokenizer reads every training note again each epoch
+    zones, bare = reading.zones, reading.bare
     if zones:
         return format_note([[c] for c in zones], "plain")
     if bare:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..data.preprocessor import Preprocessor
+from ..data.transforms import flip_note_laterality
 
 
 class Runtime:
@@ -83,8 +84,6 @@ class Runtime:
         else:
             logits, w_poi, w_woi = self.segment(images, feats, mask), None, None
         if self.mirror:
-            from ..data.transforms import flip_note_laterality
-
             m_feats, m_mask = encode([flip_note_laterality(n) for n in notes]) if self.uses_text else (None, None)
             mirrored = self.segment(torch.flip(images, [-1]), m_feats, m_mask).flip(-1)
             prob = (torch.sigmoid(logits.float()) + torch.sigmoid(mirrored.float())) / 2

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..artefacts import read_sidecar
 from ..data.preprocessor import Preprocessor
+from ..data.transforms import flip_note_laterality
 from ..errors import CheckpointError
 from ..models.text import ExportedTokenizer
 
@@ -204,8 +205,6 @@ class OnnxSegmenter:
             feats, mask = self.encode_text([note])
             out[idx] = _sigmoid(self.segment(x[idx], feats, mask))
             if self.mirror:
-                from ..data.transforms import flip_note_laterality
-
                 feats, mask = self.encode_text([flip_note_laterality(note)])
                 out[idx] = (out[idx] + _sigmoid(self.segment(_mirrored(x[idx]), feats, mask))[..., ::-1]) / 2
         return out
